@@ -1,0 +1,456 @@
+#include "http.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <http_parser.h>
+
+#include "../common/errors.h"
+#include "../common/limits.h"
+#include "../common/util.h"
+
+struct http_parser_state {
+    http_parser parser;
+    http_parser_settings settings;
+    http_on_request cb;
+    void *cb_arg;
+    struct http_request req;
+    struct evbuffer *out;
+    size_t header_bytes;     /* request line + headers of the current request */
+    int last_was_value;      /* header callback state */
+    char *url;
+    size_t url_len;
+    char *body;
+    size_t body_len;
+    size_t body_cap;
+    int fail_code;           /* DPS error code to answer with, 0 = parser error */
+    const char *fail_msg;
+    bool in_message;
+    char peer[64];
+    struct conn *conn;
+};
+
+const char *http_request_header(const struct http_request *req, const char *name)
+{
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (str_ieq(req->headers[i].name, name))
+            return req->headers[i].value;
+    }
+    return NULL;
+}
+
+int http_query_param(const struct http_request *req, const char *name, char *out, size_t outlen)
+{
+    const char *p = req->query;
+    size_t nlen = strlen(name);
+
+    while (p != NULL && *p) {
+        const char *end = strchr(p, '&');
+        size_t flen = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', flen);
+        size_t klen = eq ? (size_t)(eq - p) : flen;
+
+        if (klen == nlen && str_ieqn(p, name, nlen)) {
+            const char *v = eq ? eq + 1 : p + flen;
+            size_t vlen = eq ? flen - klen - 1 : 0;
+
+            if (vlen + 1 > outlen)
+                return PROV_EPROTO;
+            return url_decode(v, vlen, out, true);
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return PROV_ENOTFOUND;
+}
+
+const char *http_status_text(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+void http_response_set_header(struct http_response *resp, const char *name, const char *value)
+{
+    int n;
+    size_t room = sizeof(resp->headers) - resp->headers_len;
+
+    /* header values we set never carry CR/LF; refuse them anyway */
+    if (strpbrk(name, "\r\n") != NULL || strpbrk(value, "\r\n") != NULL)
+        return;
+    n = snprintf(resp->headers + resp->headers_len, room, "%s: %s\r\n", name, value);
+    if (n > 0 && (size_t)n < room)
+        resp->headers_len += (size_t)n;
+    else
+        resp->headers[resp->headers_len] = '\0';
+}
+
+void http_response_json(struct http_response *resp, int status, const json_t *json)
+{
+    char *text = json_dumps(json, JSON_COMPACT);
+
+    resp->status = status;
+    evbuffer_drain(resp->body, evbuffer_get_length(resp->body));
+    if (text == NULL) {
+        resp->status = 500;
+        return;
+    }
+    evbuffer_add(resp->body, text, strlen(text));
+    free(text);
+}
+
+void http_response_error(struct http_response *resp, const struct http_request *req, int errcode,
+                         const char *fmt, ...)
+{
+    char msg[512];
+    char ts[40];
+    char code[16];
+    va_list ap;
+    json_t *o;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    time_now_rfc3339(ts, sizeof(ts));
+    o = json_pack("{s:i, s:s, s:s, s:s}", "errorCode", errcode, "trackingId",
+                  req ? req->request_id : "", "message", msg, "timestampUtc", ts);
+    http_response_json(resp, errcode / 1000, o);
+    json_decref(o);
+    snprintf(code, sizeof(code), "%d", errcode);
+    http_response_set_header(resp, "x-ms-error-code", code);
+    resp->error_code = errcode;
+    snprintf(resp->log_note, sizeof(resp->log_note), "%s", msg);
+}
+
+static void request_reset(struct http_parser_state *ps)
+{
+    struct http_request *req = &ps->req;
+
+    for (size_t i = 0; i < req->nheaders; i++) {
+        free(req->headers[i].name);
+        free(req->headers[i].value);
+    }
+    free(req->target);
+    free(req->path);
+    free(req->query);
+    memset(req, 0, sizeof(*req));
+    free(ps->url);
+    ps->url = NULL;
+    ps->url_len = 0;
+    free(ps->body);
+    ps->body = NULL;
+    ps->body_len = ps->body_cap = 0;
+    ps->header_bytes = 0;
+    ps->last_was_value = 0;
+    ps->fail_code = 0;
+    ps->fail_msg = NULL;
+    ps->in_message = false;
+}
+
+static int append(char **buf, size_t *len, const char *at, size_t n)
+{
+    char *p = realloc(*buf, *len + n + 1);
+
+    if (p == NULL)
+        return -1;
+    memcpy(p + *len, at, n);
+    *len += n;
+    p[*len] = '\0';
+    *buf = p;
+    return 0;
+}
+
+static int fail(struct http_parser_state *ps, int code, const char *msg)
+{
+    ps->fail_code = code;
+    ps->fail_msg = msg;
+    return -1;
+}
+
+static int count_header_bytes(struct http_parser_state *ps, size_t n)
+{
+    ps->header_bytes += n;
+    if (ps->header_bytes > PROV_MAX_HEADER_BYTES)
+        return fail(ps, 431001, "request headers too large");
+    return 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct http_parser_state *ps = p->data;
+
+    request_reset(ps);
+    ps->in_message = true;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    struct http_parser_state *ps = p->data;
+
+    if (count_header_bytes(ps, n) != 0)
+        return -1;
+    if (ps->url_len + n > PROV_MAX_URL)
+        return fail(ps, 414001, "request target too long");
+    return append(&ps->url, &ps->url_len, at, n) == 0 ? 0 : fail(ps, 500001, "out of memory");
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    struct http_parser_state *ps = p->data;
+    struct http_request *req = &ps->req;
+    size_t len;
+
+    if (count_header_bytes(ps, n) != 0)
+        return -1;
+    if (ps->last_was_value || req->nheaders == 0) {
+        if (req->nheaders == sizeof(req->headers) / sizeof(req->headers[0]))
+            return fail(ps, 431002, "too many request headers");
+        req->nheaders++;
+        ps->last_was_value = 0;
+    }
+    len = req->headers[req->nheaders - 1].name ? strlen(req->headers[req->nheaders - 1].name) : 0;
+    return append(&req->headers[req->nheaders - 1].name, &len, at, n) == 0
+               ? 0
+               : fail(ps, 500001, "out of memory");
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    struct http_parser_state *ps = p->data;
+    struct http_request *req = &ps->req;
+    struct http_header *h;
+    size_t len;
+
+    if (count_header_bytes(ps, n) != 0)
+        return -1;
+    if (req->nheaders == 0)
+        return fail(ps, 400001, "malformed header");
+    h = &req->headers[req->nheaders - 1];
+    ps->last_was_value = 1;
+    len = h->value ? strlen(h->value) : 0;
+    if (h->value == NULL && n == 0)
+        return append(&h->value, &len, "", 0) == 0 ? 0 : fail(ps, 500001, "out of memory");
+    return append(&h->value, &len, at, n) == 0 ? 0 : fail(ps, 500001, "out of memory");
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct http_parser_state *ps = p->data;
+    struct http_request *req = &ps->req;
+    const char *q;
+    size_t plen;
+
+    for (size_t i = 0; i < req->nheaders; i++) {
+        struct http_header *h = &req->headers[i];
+
+        if (h->name == NULL)
+            return fail(ps, 400001, "malformed header");
+        if (h->value == NULL) {
+            h->value = strdup("");
+            if (h->value == NULL)
+                return fail(ps, 500001, "out of memory");
+        }
+        /* strip trailing blanks */
+        for (size_t l = strlen(h->value); l > 0 && isblank((unsigned char)h->value[l - 1]); l--)
+            h->value[l - 1] = '\0';
+    }
+    if (ps->url == NULL || ps->url[0] != '/')
+        return fail(ps, 400002, "request target must be an absolute path");
+    req->target = strdup(ps->url);
+    q = strchr(ps->url, '?');
+    plen = q ? (size_t)(q - ps->url) : ps->url_len;
+    req->path = strndup(ps->url, plen);
+    req->query = q ? strdup(q + 1) : NULL;
+    if (req->target == NULL || req->path == NULL || (q != NULL && req->query == NULL))
+        return fail(ps, 500001, "out of memory");
+    if (strchr(req->path, '#') != NULL)
+        return fail(ps, 400002, "fragment in request target");
+    switch (p->method) {
+    case HTTP_GET: req->method = HM_GET; break;
+    case HTTP_PUT: req->method = HM_PUT; break;
+    case HTTP_POST: req->method = HM_POST; break;
+    case HTTP_DELETE: req->method = HM_DELETE; break;
+    case HTTP_HEAD: req->method = HM_HEAD; break;
+    case HTTP_PATCH: req->method = HM_PATCH; break;
+    default: req->method = HM_OTHER; break;
+    }
+    req->method_name = http_method_str((enum http_method)p->method);
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > PROV_MAX_BODY)
+        return fail(ps, 413001, "request body larger than 96 KB");
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    struct http_parser_state *ps = p->data;
+
+    if (ps->body_len + n > PROV_MAX_BODY)
+        return fail(ps, 413001, "request body larger than 96 KB");
+    if (ps->body_len + n + 1 > ps->body_cap) {
+        size_t cap = ps->body_cap ? ps->body_cap : 1024;
+        char *b;
+
+        while (cap < ps->body_len + n + 1)
+            cap *= 2;
+        b = realloc(ps->body, cap);
+        if (b == NULL)
+            return fail(ps, 500001, "out of memory");
+        ps->body = b;
+        ps->body_cap = cap;
+    }
+    memcpy(ps->body + ps->body_len, at, n);
+    ps->body_len += n;
+    ps->body[ps->body_len] = '\0';
+    return 0;
+}
+
+static void write_response(struct evbuffer *out, struct http_response *resp, bool head)
+{
+    size_t blen = evbuffer_get_length(resp->body);
+
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", resp->status, http_status_text(resp->status));
+    if (blen > 0)
+        evbuffer_add_printf(out, "Content-Type: application/json; charset=utf-8\r\n");
+    evbuffer_add_printf(out, "Content-Length: %zu\r\n", blen);
+    if (resp->close)
+        evbuffer_add_printf(out, "Connection: close\r\n");
+    evbuffer_add(out, resp->headers, resp->headers_len);
+    evbuffer_add(out, "\r\n", 2);
+    if (!head)
+        evbuffer_add_buffer(out, resp->body);
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct http_parser_state *ps = p->data;
+    struct http_request *req = &ps->req;
+    struct http_response resp = {0};
+
+    req->body = ps->body ? ps->body : strdup("");
+    if (req->body == NULL)
+        return fail(ps, 500001, "out of memory");
+    ps->body = NULL;
+    req->body_len = ps->body_len;
+    snprintf(req->peer, sizeof(req->peer), "%s", ps->peer);
+    req->conn = ps->conn;
+    if (uuid_v4(req->request_id) != 0)
+        return fail(ps, 500001, "no randomness");
+    resp.body = evbuffer_new();
+    if (resp.body == NULL)
+        return fail(ps, 500001, "out of memory");
+    resp.close = !http_should_keep_alive(p);
+    http_response_set_header(&resp, "x-ms-request-id", req->request_id);
+    ps->cb(ps->cb_arg, req, &resp);
+    if (resp.status == 0)
+        resp.status = 500;
+    write_response(ps->out, &resp, req->method == HM_HEAD);
+    evbuffer_free(resp.body);
+    free(req->body);
+    req->body = NULL;
+    ps->in_message = false;
+    if (resp.close) {
+        http_parser_pause(p, 1);
+        ps->fail_code = -1; /* close without a further answer */
+    }
+    return 0;
+}
+
+struct http_parser_state *http_parser_state_new(http_on_request cb, void *arg)
+{
+    struct http_parser_state *ps = calloc(1, sizeof(*ps));
+
+    if (ps == NULL)
+        return NULL;
+    http_parser_init(&ps->parser, HTTP_REQUEST);
+    ps->parser.data = ps;
+    http_parser_settings_init(&ps->settings);
+    ps->settings.on_message_begin = on_message_begin;
+    ps->settings.on_url = on_url;
+    ps->settings.on_header_field = on_header_field;
+    ps->settings.on_header_value = on_header_value;
+    ps->settings.on_headers_complete = on_headers_complete;
+    ps->settings.on_body = on_body;
+    ps->settings.on_message_complete = on_message_complete;
+    ps->cb = cb;
+    ps->cb_arg = arg;
+    return ps;
+}
+
+void http_parser_state_free(struct http_parser_state *ps)
+{
+    if (ps == NULL)
+        return;
+    request_reset(ps);
+    free(ps);
+}
+
+void http_parser_state_set_peer(struct http_parser_state *ps, const char *peer, struct conn *conn)
+{
+    snprintf(ps->peer, sizeof(ps->peer), "%s", peer);
+    ps->conn = conn;
+}
+
+int http_parser_state_feed(struct http_parser_state *ps, const char *data, size_t len,
+                           struct evbuffer *out)
+{
+    size_t n;
+    enum http_errno e;
+
+    ps->out = out;
+    n = http_parser_execute(&ps->parser, &ps->settings, data, len);
+    e = HTTP_PARSER_ERRNO(&ps->parser);
+    if (ps->fail_code == -1)
+        return 1; /* response written, close requested */
+    if (e == HPE_OK && n == len)
+        return 0;
+    if (e == HPE_PAUSED)
+        return 1;
+    {
+        struct http_response resp = {0};
+        struct http_request *req = &ps->req;
+        int code = ps->fail_code ? ps->fail_code : 400001;
+        const char *msg = ps->fail_msg ? ps->fail_msg : http_errno_description(e);
+
+        resp.body = evbuffer_new();
+        if (resp.body == NULL)
+            return 1;
+        if (req->request_id[0] == '\0' && uuid_v4(req->request_id) != 0)
+            req->request_id[0] = '\0';
+        resp.close = true;
+        http_response_set_header(&resp, "x-ms-request-id", req->request_id);
+        if (ps->fail_msg != NULL)
+            http_response_error(&resp, req, code, "%s", msg);
+        else
+            http_response_error(&resp, req, code, "malformed request: %s", msg);
+        ps->cb(ps->cb_arg, NULL, &resp); /* lets the server log the failure */
+        write_response(out, &resp, false);
+        evbuffer_free(resp.body);
+    }
+    return 1;
+}

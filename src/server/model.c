@@ -1,0 +1,2 @@
+/* placeholder */
+typedef int prov_placeholder_model;

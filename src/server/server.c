@@ -1,0 +1,403 @@
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <openssl/err.h>
+
+#include "../common/errors.h"
+#include "../common/limits.h"
+#include "../common/log.h"
+#include "../store/store.h"
+#include "http.h"
+
+#define LOG_MODULE "server"
+
+struct http_conn {
+    struct conn c;
+    struct bufferevent *bev;
+    struct http_parser_state *ps;
+    bool closing;
+    char peer[64];
+};
+
+static void log_ssl_errors(const char *what)
+{
+    unsigned long e;
+    char buf[256];
+
+    while ((e = ERR_get_error()) != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        plog(LOG_DEBUG, "%s: %s", what, buf);
+    }
+}
+
+/* Request but do not require a client certificate; chains are judged by attestation. */
+static int accept_any_cert(int ok, X509_STORE_CTX *ctx)
+{
+    (void)ok;
+    (void)ctx;
+    return 1;
+}
+
+static SSL_CTX *make_ssl_ctx(const struct config *cfg, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+    if (ctx == NULL) {
+        snprintf(err, errlen, "tls: cannot create context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
+        snprintf(err, errlen, "--tls-cert: cannot load certificate chain '%s'", cfg->tls_cert);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1) {
+        snprintf(err, errlen, "--tls-key: cannot load private key '%s'", cfg->tls_key);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(err, errlen, "--tls-key: key does not match --tls-cert");
+        goto fail;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any_cert);
+    SSL_CTX_set_verify_depth(ctx, 8);
+    return ctx;
+fail:
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+static void conn_free(struct http_conn *hc)
+{
+    struct worker *w = hc->c.w;
+
+    if (hc->bev != NULL)
+        bufferevent_free(hc->bev); /* frees the SSL too (BEV_OPT_CLOSE_ON_FREE) */
+    http_parser_state_free(hc->ps);
+    free(hc);
+    w->nconns--;
+}
+
+static void on_request(void *arg, struct http_request *req, struct http_response *resp)
+{
+    struct http_conn *hc = arg;
+
+    if (req != NULL)
+        router_handle(hc->c.w, req, resp);
+    /* one access line per request: the summary every failure is logged by */
+    if (resp->status >= 400)
+        plog(resp->status >= 500 ? LOG_ERROR : LOG_WARN, "%s %s %s -> %d %d %s", hc->peer,
+             req ? req->method_name : "-", req ? req->path : "-", resp->status, resp->error_code,
+             resp->log_note);
+    else
+        plog(LOG_INFO, "%s %s %s -> %d", hc->peer, req->method_name, req->path, resp->status);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct http_conn *hc = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *out = bufferevent_get_output(bev);
+
+    while (!hc->closing && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        int n = evbuffer_peek(in, -1, NULL, &v, 1);
+
+        if (n < 1)
+            break;
+        if (http_parser_state_feed(hc->ps, v.iov_base, v.iov_len, out) != 0)
+            hc->closing = true;
+        evbuffer_drain(in, v.iov_len);
+    }
+    if (hc->closing) {
+        bufferevent_disable(bev, EV_READ);
+        if (evbuffer_get_length(out) == 0)
+            conn_free(hc);
+    }
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct http_conn *hc = arg;
+
+    if (hc->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        conn_free(hc);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct http_conn *hc = arg;
+
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    if (what & BEV_EVENT_ERROR) {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+
+        if (e != 0) {
+            char buf[256];
+
+            ERR_error_string_n(e, buf, sizeof(buf));
+            plog(LOG_DEBUG, "%s tls: %s", hc->peer, buf);
+        }
+    }
+    conn_free(hc);
+}
+
+static void format_peer(const struct sockaddr *sa, char *out, size_t outlen)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(out, outlen, "%s:%u", host, port);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct worker *w = arg;
+    struct http_conn *hc;
+    SSL *ssl;
+    struct timeval idle = {PROV_IDLE_TIMEOUT_SECONDS, 0};
+    int one = 1;
+
+    (void)l;
+    (void)salen;
+    if (w->nconns >= PROV_MAX_CONN_PER_WORKER) {
+        plog(LOG_WARN, "connection limit reached, refusing");
+        evutil_closesocket(fd);
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    hc = calloc(1, sizeof(*hc));
+    ssl = SSL_new(w->srv->ssl_ctx);
+    if (hc == NULL || ssl == NULL) {
+        free(hc);
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        return;
+    }
+    hc->c.w = w;
+    hc->c.ssl = ssl;
+    format_peer(sa, hc->peer, sizeof(hc->peer));
+    hc->ps = http_parser_state_new(on_request, hc);
+    hc->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+    if (hc->ps == NULL || hc->bev == NULL) {
+        if (hc->bev == NULL) {
+            SSL_free(ssl);
+            evutil_closesocket(fd);
+        }
+        http_parser_state_free(hc->ps);
+        if (hc->bev != NULL)
+            bufferevent_free(hc->bev);
+        free(hc);
+        return;
+    }
+    w->nconns++;
+    http_parser_state_set_peer(hc->ps, hc->peer, &hc->c);
+    bufferevent_openssl_set_allow_dirty_shutdown(hc->bev, 1);
+    bufferevent_setcb(hc->bev, on_read, on_write, on_event, hc);
+    bufferevent_set_timeouts(hc->bev, &idle, &idle);
+    bufferevent_enable(hc->bev, EV_READ | EV_WRITE);
+}
+
+static evutil_socket_t bind_socket(const struct cfg_listen *l, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    evutil_socket_t fd = -1;
+    int one = 1;
+    int rc;
+
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    rc = getaddrinfo(l->host, l->port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "--listen %s:%s: %s", l->host, l->port, gai_strerror(rc));
+        return -1;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        snprintf(err, errlen, "--listen %s:%s: %s", l->host, l->port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(w->base);
+}
+
+static void on_expire(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    int n;
+
+    (void)fd;
+    (void)what;
+    n = w->store->ops->operation_expire(w->store, (long long)time(NULL));
+    if (n > 0)
+        plog(LOG_DEBUG, "expired %d operations", n);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct event *expire = NULL;
+
+    if (w->index == 0) {
+        struct timeval iv = {60, 0};
+
+        expire = event_new(w->base, -1, EV_PERSIST, on_expire, w);
+        if (expire != NULL)
+            event_add(expire, &iv);
+    }
+    event_base_dispatch(w->base);
+    event_free(expire);
+    return NULL;
+}
+
+int server_start(struct server *srv, char *err, size_t errlen)
+{
+    const struct config *cfg = &srv->cfg;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = cfg->workers > 0 ? cfg->workers : (ncpu > 0 ? (int)ncpu : 1);
+
+    if (evthread_use_pthreads() != 0) {
+        snprintf(err, errlen, "libevent: no thread support");
+        return PROV_EINTERNAL;
+    }
+    srv->ssl_ctx = make_ssl_ctx(cfg, err, errlen);
+    if (srv->ssl_ctx == NULL)
+        return PROV_EINVAL;
+    if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir, strerror(errno));
+        return PROV_EINVAL;
+    }
+    snprintf(srv->store_path, sizeof(srv->store_path), "%s/provd.db", cfg->data_dir);
+    srv->workers = calloc((size_t)n, sizeof(*srv->workers));
+    if (srv->workers == NULL)
+        return PROV_ENOMEM;
+    srv->nworkers = n;
+    for (int i = 0; i < n; i++) {
+        struct worker *w = &srv->workers[i];
+        char serr[256];
+
+        w->index = i;
+        w->srv = srv;
+        w->cfg = cfg;
+        w->base = event_base_new();
+        if (w->base == NULL) {
+            snprintf(err, errlen, "libevent: cannot create event base");
+            return PROV_EINTERNAL;
+        }
+        if (store_sqlite_open(srv->store_path, &w->store, serr, sizeof(serr)) != 0) {
+            snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir, serr);
+            return PROV_ESTORE;
+        }
+        w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+        for (size_t k = 0; k < cfg->nlisten; k++) {
+            evutil_socket_t fd = bind_socket(&cfg->listen[k], err, errlen);
+
+            if (fd < 0)
+                return PROV_EIO;
+            w->listeners[k] = evconnlistener_new(w->base, on_accept, w,
+                                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
+                                                 fd);
+            if (w->listeners[k] == NULL) {
+                close(fd);
+                snprintf(err, errlen, "libevent: cannot listen");
+                return PROV_EIO;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
+            snprintf(err, errlen, "cannot start worker threads");
+            return PROV_EINTERNAL;
+        }
+    }
+    for (size_t k = 0; k < cfg->nlisten; k++)
+        plog(LOG_INFO, "listening on https://%s:%s (%d workers)", cfg->listen[k].host,
+             cfg->listen[k].port, n);
+    log_ssl_errors("tls");
+    return 0;
+}
+
+void server_wait(struct server *srv)
+{
+    sigset_t set;
+    int sig = 0;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigwait(&set, &sig);
+    plog(LOG_INFO, "signal %d, stopping", sig);
+    for (int i = 0; i < srv->nworkers; i++)
+        event_active(srv->workers[i].stop_ev, EV_READ, 0);
+    for (int i = 0; i < srv->nworkers; i++)
+        pthread_join(srv->workers[i].thread, NULL);
+}
+
+void server_free(struct server *srv)
+{
+    for (int i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+
+        for (size_t k = 0; k < CFG_MAX_LIST; k++) {
+            if (w->listeners[k] != NULL)
+                evconnlistener_free(w->listeners[k]);
+        }
+        if (w->stop_ev != NULL)
+            event_free(w->stop_ev);
+        store_close(w->store);
+        if (w->base != NULL)
+            event_base_free(w->base);
+    }
+    free(srv->workers);
+    SSL_CTX_free(srv->ssl_ctx);
+    config_clear(&srv->cfg);
+}

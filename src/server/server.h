@@ -1,0 +1,59 @@
+/*
+ * The daemon's runtime: N worker threads, each with its own libevent loop,
+ * its own SO_REUSEPORT listening sockets and its own store handle. A
+ * connection lives on one worker for its whole life.
+ */
+#ifndef PROV_SERVER_SERVER_H
+#define PROV_SERVER_SERVER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include <openssl/ssl.h>
+
+#include "config.h"
+
+struct store;
+struct event_base;
+struct event;
+struct evconnlistener;
+
+struct server;
+
+struct worker {
+    int index;
+    struct server *srv;
+    const struct config *cfg;
+    struct event_base *base;
+    struct store *store;
+    struct evconnlistener *listeners[CFG_MAX_LIST];
+    struct event *stop_ev;
+    pthread_t thread;
+    unsigned nconns;
+};
+
+struct server {
+    struct config cfg;
+    SSL_CTX *ssl_ctx;
+    struct worker *workers;
+    int nworkers;
+    char store_path[1100];
+};
+
+/* Per-connection state visible to the API handlers. */
+struct conn {
+    struct worker *w;
+    SSL *ssl; /* for the TLS peer chain */
+};
+
+int server_start(struct server *srv, char *err, size_t errlen);
+/* Blocks until SIGINT/SIGTERM, then stops the workers. */
+void server_wait(struct server *srv);
+void server_free(struct server *srv);
+
+/* The request router (router.c). */
+struct http_request;
+struct http_response;
+void router_handle(struct worker *w, struct http_request *req, struct http_response *resp);
+
+#endif
