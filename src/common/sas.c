@@ -180,7 +180,7 @@ bool sas_check_key(const struct sas_token *tok, const uint8_t *key, size_t keyle
 
 bool sas_check_b64_key(const struct sas_token *tok, const char *b64key)
 {
-    uint8_t key[PROV_MAX_KEY_BYTES + 3];
+    uint8_t key[2 * PROV_MAX_KEY_BYTES];
     size_t len;
     int n;
     bool ok;

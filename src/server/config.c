@@ -131,6 +131,7 @@ static int set_policy(struct config *cfg, const char *v, char *err, size_t errle
     const char *colon;
     struct cfg_policy *p;
     char keytext[128];
+    uint8_t keybuf[3 * sizeof(keytext) / 4 + 3];
     size_t klen;
     int n;
 
@@ -153,12 +154,16 @@ static int set_policy(struct config *cfg, const char *v, char *err, size_t errle
     }
     memcpy(keytext, eq + 1, klen);
     keytext[klen] = '\0';
-    n = b64_decode(keytext, klen, p->key);
+    /* decode into a buffer that fits any text that fits keytext; p->key holds only 64 */
+    n = b64_decode(keytext, klen, keybuf);
     prov_cleanse(keytext, sizeof(keytext));
-    if (n < 16 || n > 64) {
+    if (n < 16 || n > (int)sizeof(p->key)) {
+        prov_cleanse(keybuf, sizeof(keybuf));
         snprintf(err, errlen, "policy %s: key is not base64 of 16 to 64 bytes", p->name);
         return PROV_EINVAL;
     }
+    memcpy(p->key, keybuf, (size_t)n);
+    prov_cleanse(keybuf, sizeof(keybuf));
     p->keylen = (size_t)n;
     p->rights = RIGHT_ALL;
     if (colon != NULL && config_parse_rights(colon + 1, &p->rights) != 0) {
@@ -278,7 +283,7 @@ static int apply(struct config *cfg, const struct cfg_option *o, const char *v, 
             snprintf(err, errlen, "%s: path must be 1 to 1023 characters", o->name);
             return PROV_EINVAL;
         }
-        strcpy(dst, v); /* length checked above */
+        memcpy(dst, v, strlen(v) + 1); /* length checked above */
         return 0;
     }
     case K_INT:

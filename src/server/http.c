@@ -121,7 +121,7 @@ void http_response_json(struct http_response *resp, int status, const json_t *js
         return;
     }
     evbuffer_add(resp->body, text, strlen(text));
-    free(text);
+    prov_freezero(text, strlen(text)); /* answers may carry keys */
 }
 
 void http_response_error(struct http_response *resp, const struct http_request *req, int errcode,
@@ -158,11 +158,12 @@ static void request_reset(struct http_parser_state *ps)
     free(req->target);
     free(req->path);
     free(req->query);
+    prov_freezero(req->body, req->body_len); /* set only when on_message_complete failed */
     memset(req, 0, sizeof(*req));
     free(ps->url);
     ps->url = NULL;
     ps->url_len = 0;
-    free(ps->body);
+    prov_freezero(ps->body, ps->body_cap);
     ps->body = NULL;
     ps->body_len = ps->body_cap = 0;
     ps->header_bytes = 0;
@@ -301,6 +302,12 @@ static int on_headers_complete(http_parser *p)
     default: req->method = HM_OTHER; break;
     }
     req->method_name = http_method_str((enum http_method)p->method);
+    /*
+     * We never switch protocols (RFC 9110 lets a server ignore Upgrade): left
+     * set, http-parser would stop after this request and the next pipelined
+     * one would be refused as malformed.
+     */
+    p->upgrade = 0;
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > PROV_MAX_BODY)
         return fail(ps, 413001, "request body larger than 96 KB");
     return 0;
@@ -337,7 +344,8 @@ static void write_response(struct evbuffer *out, struct http_response *resp, boo
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", resp->status, http_status_text(resp->status));
     if (blen > 0)
         evbuffer_add_printf(out, "Content-Type: application/json; charset=utf-8\r\n");
-    evbuffer_add_printf(out, "Content-Length: %zu\r\n", blen);
+    if (resp->status != 204 && resp->status >= 200)
+        evbuffer_add_printf(out, "Content-Length: %zu\r\n", blen);
     if (resp->close)
         evbuffer_add_printf(out, "Connection: close\r\n");
     evbuffer_add(out, resp->headers, resp->headers_len);
@@ -371,7 +379,7 @@ static int on_message_complete(http_parser *p)
         resp.status = 500;
     write_response(ps->out, &resp, req->method == HM_HEAD);
     evbuffer_free(resp.body);
-    free(req->body);
+    prov_freezero(req->body, req->body_len); /* bodies may carry keys */
     req->body = NULL;
     ps->in_message = false;
     if (resp.close) {

@@ -270,32 +270,40 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(w->base);
 }
 
-static void on_expire(evutil_socket_t fd, short what, void *arg)
-{
-    struct worker *w = arg;
-    int n;
-
-    (void)fd;
-    (void)what;
-    n = w->store->ops->operation_expire(w->store, (long long)time(NULL));
-    if (n > 0)
-        plog(LOG_DEBUG, "expired %d operations", n);
-}
-
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct event *expire = NULL;
 
-    if (w->index == 0) {
-        struct timeval iv = {60, 0};
-
-        expire = event_new(w->base, -1, EV_PERSIST, on_expire, w);
-        if (expire != NULL)
-            event_add(expire, &iv);
-    }
     event_base_dispatch(w->base);
-    event_free(expire);
+    return NULL;
+}
+
+/*
+ * Housekeeping beside the loops (nothing that waits on fsync runs on a
+ * worker's loop): expires old operations once a minute with its own store
+ * connection.
+ */
+static void *maint_main(void *arg)
+{
+    struct server *srv = arg;
+
+    pthread_mutex_lock(&srv->maint_lock);
+    while (!srv->stopping) {
+        struct timespec until;
+        int n;
+
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 60;
+        pthread_cond_timedwait(&srv->maint_cond, &srv->maint_lock, &until);
+        if (srv->stopping)
+            break;
+        pthread_mutex_unlock(&srv->maint_lock);
+        n = srv->maint_store->ops->operation_expire(srv->maint_store, (long long)time(NULL));
+        if (n > 0)
+            plog(LOG_DEBUG, "expired %d operations", n);
+        pthread_mutex_lock(&srv->maint_lock);
+    }
+    pthread_mutex_unlock(&srv->maint_lock);
     return NULL;
 }
 
@@ -353,6 +361,21 @@ int server_start(struct server *srv, char *err, size_t errlen)
             }
         }
     }
+    {
+        char serr[256];
+
+        if (store_sqlite_open(srv->store_path, &srv->maint_store, serr, sizeof(serr)) != 0) {
+            snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir, serr);
+            return PROV_ESTORE;
+        }
+        pthread_mutex_init(&srv->maint_lock, NULL);
+        pthread_cond_init(&srv->maint_cond, NULL);
+        if (pthread_create(&srv->maint, NULL, maint_main, srv) != 0) {
+            snprintf(err, errlen, "cannot start the maintenance thread");
+            return PROV_EINTERNAL;
+        }
+        srv->maint_started = true;
+    }
     for (int i = 0; i < n; i++) {
         if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
             snprintf(err, errlen, "cannot start worker threads");
@@ -380,6 +403,12 @@ void server_wait(struct server *srv)
         event_active(srv->workers[i].stop_ev, EV_READ, 0);
     for (int i = 0; i < srv->nworkers; i++)
         pthread_join(srv->workers[i].thread, NULL);
+    pthread_mutex_lock(&srv->maint_lock);
+    srv->stopping = true;
+    pthread_cond_signal(&srv->maint_cond);
+    pthread_mutex_unlock(&srv->maint_lock);
+    pthread_join(srv->maint, NULL);
+    srv->maint_started = false;
 }
 
 void server_free(struct server *srv)
@@ -398,6 +427,14 @@ void server_free(struct server *srv)
             event_base_free(w->base);
     }
     free(srv->workers);
+    if (srv->maint_started) {
+        pthread_mutex_lock(&srv->maint_lock);
+        srv->stopping = true;
+        pthread_cond_signal(&srv->maint_cond);
+        pthread_mutex_unlock(&srv->maint_lock);
+        pthread_join(srv->maint, NULL);
+    }
+    store_close(srv->maint_store);
     SSL_CTX_free(srv->ssl_ctx);
     config_clear(&srv->cfg);
 }

@@ -38,6 +38,13 @@ struct server {
     struct worker *workers;
     int nworkers;
     char store_path[1100];
+    /* housekeeping thread (operation expiry), off the event loops */
+    pthread_t maint;
+    struct store *maint_store;
+    pthread_mutex_t maint_lock;
+    pthread_cond_t maint_cond;
+    bool stopping;
+    bool maint_started;
 };
 
 /* Per-connection state visible to the API handlers. */

@@ -1,0 +1,153 @@
+/*
+ * Enrollments and enrollment groups as the service API sees them: request
+ * validation, normalisation into the stored document, and the shaping of
+ * responses. Pure functions over jansson values (no store, no HTTP), so the
+ * unit tests drive them directly.
+ *
+ * The stored document (store_doc.json) is the entity with canonical members:
+ *   registrationId | enrollmentGroupId   the id, as the client spelled it
+ *   attestation {type, <type's object>}  type canonical camelCase; secrets kept
+ *                                        (symmetric keys, certificates, EK)
+ *   provisioningStatus                   "enabled" | "disabled" (default enabled)
+ *   capabilities {iotEdge}               default {iotEdge:false}
+ *   reprovisionPolicy {updateHubAssignment, migrateDeviceData}  default true/true
+ *   allocationPolicy                     canonical; absent = the service default
+ *   iotHubs [...]                        configured hub spellings; absent = all hubs
+ *   iotHubHostName, customAllocationDefinition, initialTwin, deviceId (individual
+ *   only; absent = registrationId), optionalDeviceInformation: as sent
+ *   any unknown member                   kept opaquely and echoed
+ *   _provd {reprovisionPolicyExplicit}   private marker, never sent to clients
+ * The read-only members (etag, createdDateTimeUtc, lastUpdatedDateTimeUtc,
+ * registrationState) are never stored in the document: etag and timestamps are
+ * store columns, registration state is its own record. JSON null members in a
+ * request are treated as absent.
+ */
+#ifndef PROV_SERVER_MODEL_H
+#define PROV_SERVER_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "../store/store.h"
+#include "config.h"
+
+/*
+ * The six-digit error codes of the service API, in one table: the first three
+ * digits are the HTTP status.
+ */
+enum svc_errcode {
+    SVC_ERR_BAD_REQUEST = 400001,    /* malformed request line, header or path */
+    SVC_ERR_INVALID_BODY = 400004,   /* body not JSON, wrong types, failed validation */
+    SVC_ERR_INVALID_ID = 400005,     /* registration or group id not valid */
+    SVC_ERR_INVALID_HEADER = 400006, /* x-ms-max-item-count, x-ms-continuation */
+    SVC_ERR_QUOTA = 400007,          /* too many symmetric-key enrollment groups */
+    SVC_ERR_UNAUTHORIZED = 401002,   /* missing, malformed, expired or wrong SAS */
+    SVC_ERR_NO_RESOURCE = 404001,    /* unknown path */
+    SVC_ERR_ENROLLMENT_NOT_FOUND = 404201,
+    SVC_ERR_GROUP_NOT_FOUND = 404203,
+    SVC_ERR_REGISTRATION_NOT_FOUND = 404204,
+    SVC_ERR_SCOPE_NOT_FOUND = 404205, /* idScope query parameter names no scope */
+    SVC_ERR_METHOD = 405001,
+    SVC_ERR_EXISTS = 409001,
+    SVC_ERR_ETAG = 412001,
+    SVC_ERR_INTERNAL = 500001, /* store failure, out of memory */
+};
+
+/* Member names of the private marker object. */
+#define MODEL_PRIVATE "_provd"
+#define MODEL_REPROVISION_EXPLICIT "reprovisionPolicyExplicit"
+
+/* Output shaping flags for model_render(). */
+enum model_render_flags {
+    MODEL_WITH_KEYS = 1 << 0,  /* keep symmetric keys (PUT answer) */
+    MODEL_WITH_CERTS = 1 << 1, /* keep x509 "certificate" bodies */
+};
+
+/* "registrationId" or "enrollmentGroupId". */
+const char *model_id_member(enum store_kind kind);
+
+/*
+ * Parses a request body as one JSON object. With allow_empty, a body of only
+ * whitespace yields *out = NULL and 0. Returns 0, or PROV_EPROTO with a
+ * message (jansson's text with line and column) in err. *out is a new
+ * reference; the caller frees it with model_json_free().
+ */
+int model_parse_object(const char *body, size_t len, bool allow_empty, json_t **out, char *err,
+                       size_t errlen) PROV_WUR;
+
+/*
+ * Validates a create-or-update body for the entity `id` (the decoded path id,
+ * already checked with id_is_valid) and builds the document to store.
+ * existing: the stored document when updating, NULL when creating; symmetric
+ * keys the body leaves out are kept from it (or generated when creating).
+ * hubs/nhubs: the configured linked hubs.
+ * On success *out is a new object (free with model_json_free()) and
+ * *attestation a static canonical type name for the store column.
+ * Returns 0, PROV_EINVAL with a client-safe message in err, or PROV_ENOMEM /
+ * PROV_ECRYPTO.
+ */
+int model_prepare(enum store_kind kind, const char *id, const json_t *body, const json_t *existing,
+                  const struct cfg_hub *hubs, size_t nhubs, json_t **out,
+                  const char **attestation, char *err, size_t errlen) PROV_WUR;
+
+/*
+ * The entity as a client sees it: a copy of the stored document without the
+ * private marker, with "etag" (quoted: "\"<etag>\""), createdDateTimeUtc and
+ * lastUpdatedDateTimeUtc added; symmetric keys and x509 certificate bodies
+ * dropped unless flags ask for them. NULL on OOM; caller frees with
+ * model_json_free().
+ */
+json_t *model_render(const json_t *stored, const char *etag, const char *created,
+                     const char *updated, unsigned flags);
+
+/*
+ * The stored attestation mechanism with its secrets (the attestationmechanism
+ * answer). NULL when the document has none or on OOM; caller frees with
+ * model_json_free().
+ */
+json_t *model_attestation(const json_t *stored);
+
+/* Whether the client set reprovisionPolicy explicitly (the stored marker). */
+bool model_reprovision_explicit(const json_t *stored);
+
+/*
+ * Normalises an If-Match value: strips blanks, an optional W/ and surrounding
+ * quotes. "*" stays "*". Returns 0, or PROV_EINVAL for an empty or oversized
+ * value.
+ */
+int model_etag_normalize(const char *if_match, char *out, size_t outlen) PROV_WUR;
+
+/* "\"<etag>\"" into out; out must hold strlen(etag) + 3. */
+void model_etag_quote(const char *etag, char *out, size_t outlen);
+
+/*
+ * Canonical enum values: the static canonical spelling of s (matched
+ * case-insensitively), or NULL when s is not one of them.
+ */
+const char *model_attestation_type(const char *s);
+const char *model_allocation_policy(const char *s);
+const char *model_provisioning_status(const char *s);
+
+/* Bulk modes. */
+enum model_bulk_mode { BULK_CREATE, BULK_UPDATE, BULK_UPDATE_IF_MATCH, BULK_DELETE };
+/* Case-insensitive; 0 or PROV_EINVAL. Accepts both updateIfMatchETag spellings. */
+int model_bulk_mode(const char *s, enum model_bulk_mode *out) PROV_WUR;
+
+/*
+ * Query continuation tokens: base64url (no padding) of the last lower-case id
+ * of a page. encode: out must hold 4 * ((strlen(id) + 2) / 3) + 1 bytes.
+ * decode: 0 with the id in out (out must hold PROV_MAX_REG_ID + 1), or
+ * PROV_EINVAL for anything that is not such a token.
+ */
+void model_continuation_encode(const char *id, char *out, size_t outlen);
+int model_continuation_decode(const char *token, char *out, size_t outlen) PROV_WUR;
+
+/*
+ * Wipes the symmetric keys held in a document's string values, then drops the
+ * reference. Accepts NULL. Use it for every object that may hold keys.
+ */
+void model_json_free(json_t *doc);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * The transport-neutral registration pipeline: attest -> resolve enrollment ->
+ * allocate -> persist -> answer. HTTPS (device_api.c) and, later, MQTT only
+ * decode a struct reg_request and encode the struct reg_reply, so both behave
+ * the same by construction.
+ *
+ * Durability: a device is told "assigned" only through an operation whose
+ * registration record was committed by store->registration_commit (which
+ * returns once the transaction is durable).
+ */
+#ifndef PROV_SERVER_REGISTRATION_H
+#define PROV_SERVER_REGISTRATION_H
+
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "config.h"
+
+struct store;
+
+/* Six-digit DPS error codes of the device API: first three digits = HTTP status. */
+enum dps_device_error {
+    DPS_BAD_REQUEST = 400001,        /* malformed request */
+    DPS_INVALID_REGISTRATION_ID = 400002,
+    DPS_REGISTRATION_ID_MISMATCH = 400003,
+    DPS_INVALID_BODY = 400004,
+    DPS_UNSUPPORTED_ATTESTATION = 400005,
+    DPS_ALLOCATION_UNSUPPORTED = 400006,
+    DPS_HUB_NOT_SPECIFIED = 400208,  /* the C SDK knows this one */
+    DPS_UNAUTHORIZED = 401002,
+    DPS_ENROLLMENT_DISABLED = 403001,
+    DPS_UNKNOWN_SCOPE = 404001,
+    DPS_OPERATION_NOT_FOUND = 404002,
+    DPS_REGISTRATION_NOT_FOUND = 404204,
+    DPS_METHOD_NOT_ALLOWED = 405001,
+    DPS_INTERNAL = 500001,
+};
+
+struct reg_ctx {
+    const struct config *cfg;
+    struct store *store;
+};
+
+struct reg_request {
+    const char *scope;           /* the canonical configured scope */
+    const char *registration_id; /* decoded and validated (id_is_valid) */
+    const char *authorization;   /* SAS token as sent, or NULL */
+    const json_t *body;          /* the DeviceRegistration object (borrowed), or NULL */
+};
+
+struct reg_reply {
+    int status;          /* 200, 202, or an error status */
+    int error_code;      /* six-digit DPS code when status >= 400 */
+    char message[256];   /* for the device; never secrets */
+    char detail[256];    /* for the log only (may say more than the device may learn) */
+    json_t *body;        /* success document, owned: release with reg_reply_release */
+    int retry_after;     /* seconds, when > 0 */
+};
+
+void reg_reply_release(struct reg_reply *reply);
+
+/* PUT .../register: authenticates, provisions, commits; 202 + operation. */
+void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
+                           struct reg_reply *reply);
+/* GET .../operations/{id}: authenticates, answers 200 (done) or 202 (in progress). */
+void registration_poll(struct reg_ctx *ctx, const struct reg_request *req,
+                       const char *operation_id, struct reg_reply *reply);
+/* POST /{scope}/registrations/{id}: authenticates, returns the registration record. */
+void registration_status(struct reg_ctx *ctx, const struct reg_request *req,
+                         struct reg_reply *reply);
+
+#endif
