@@ -19,20 +19,24 @@
 
 struct store;
 
-/* Six-digit DPS error codes of the device API: first three digits = HTTP status. */
+/*
+ * Six-digit DPS error codes of the device API: first three digits = HTTP
+ * status. They share one numbering with the service API's (model.h) and the
+ * HTTP layer's; docs/errors.md lists them all.
+ */
 enum dps_device_error {
     DPS_BAD_REQUEST = 400001,        /* malformed request */
-    DPS_INVALID_REGISTRATION_ID = 400002,
     DPS_REGISTRATION_ID_MISMATCH = 400003,
     DPS_INVALID_BODY = 400004,
-    DPS_UNSUPPORTED_ATTESTATION = 400005,
-    DPS_ALLOCATION_UNSUPPORTED = 400006,
+    DPS_INVALID_REGISTRATION_ID = 400005,
+    DPS_UNSUPPORTED_ATTESTATION = 400008,
+    DPS_ALLOCATION_UNSUPPORTED = 400009,
     DPS_HUB_NOT_SPECIFIED = 400208,  /* the C SDK knows this one */
     DPS_UNAUTHORIZED = 401002,
     DPS_ENROLLMENT_DISABLED = 403001,
-    DPS_UNKNOWN_SCOPE = 404001,
     DPS_OPERATION_NOT_FOUND = 404002,
     DPS_REGISTRATION_NOT_FOUND = 404204,
+    DPS_UNKNOWN_SCOPE = 404205,
     DPS_METHOD_NOT_ALLOWED = 405001,
     DPS_INTERNAL = 500001,
 };

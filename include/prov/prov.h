@@ -1,0 +1,210 @@
+/*
+ * libprov: device-side client for provd and other servers that speak the
+ * Azure IoT Hub Device Provisioning Service (DPS) device protocol.
+ *
+ * A device describes its provisioning service (host, ID scope, registration
+ * id), sets one credential and calls prov_register(), which sends the register
+ * request over HTTPS, polls the operation until the service has decided, and
+ * returns the assigned hub and device id.
+ *
+ *     struct prov_options opt = PROV_OPTIONS_INIT;
+ *     struct prov_client *c = NULL;
+ *     struct prov_result *res = NULL;
+ *     int r;
+ *
+ *     opt.host = "dps.example.net";
+ *     opt.id_scope = "0ne00ABC123";
+ *     opt.registration_id = "my-device-01";
+ *     if ((r = prov_client_new(&opt, &c)) != 0 ||
+ *         (r = prov_client_set_symmetric_key(c, key_b64)) != 0 ||
+ *         (r = prov_register(c, &res)) != 0)
+ *         ... prov_strerror(r), and res (may be NULL) says what the service answered ...
+ *     prov_result_free(res);
+ *     prov_client_free(c);
+ *
+ * Conventions:
+ * - Functions returning int return 0 on success or a negative PROV_E* code.
+ * - Strings passed in are copied; the caller keeps ownership of its arguments.
+ * - Every pointer handed back says who frees it and how.
+ * - The library never prints. It reports what happened through the log
+ *   callback (prov_set_log_callback); without one it is silent.
+ * - Threads: one client must not be used by two threads at once; different
+ *   clients may run in different threads. Set the log callback before the
+ *   first client is created.
+ * - Secrets (keys, SAS tokens) are never logged and are wiped when freed.
+ */
+#ifndef PROV_PROV_H
+#define PROV_PROV_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PROV_EXPORT __attribute__((visibility("default")))
+#else
+#define PROV_EXPORT
+#endif
+
+/*
+ * Error codes. PROV_ERROR_MAP(XX) lists them as XX(NAME, value); the enum
+ * defines PROV_E<NAME> = value. The values are stable.
+ *   NOMEM     out of memory
+ *   INVAL     an argument or option is invalid (a log message says which)
+ *   IO        network failure (name resolution, connect, send, receive)
+ *   TIMEOUT   the overall timeout passed before the service decided
+ *   AGAIN     try again
+ *   PROTO     the service answered something this library does not understand,
+ *             or an HTTP error this library has no better code for
+ *   TLS       TLS handshake or certificate verification failed
+ *   CRYPTO    a cryptographic operation failed
+ *   AUTH      the service refused the credential (HTTP 401/403, or a failed
+ *             registration whose errorCode starts with 401 or 403)
+ *   NOTFOUND  the service does not know the scope or registration (HTTP 404)
+ *   EXISTS, STORE, LIMIT: not returned by the device API
+ *   INTERNAL  a bug
+ *   PRECONDITION  the service finished the registration with status "failed"
+ *             for a reason other than authentication (see the result)
+ *   DISABLED  the enrollment is disabled (status "disabled")
+ */
+#define PROV_ERROR_MAP(XX)                                                                    \
+    XX(NOMEM, -1) XX(INVAL, -2) XX(IO, -3) XX(TIMEOUT, -4) XX(AGAIN, -5) XX(PROTO, -6)      \
+    XX(TLS, -7) XX(CRYPTO, -8) XX(AUTH, -9) XX(NOTFOUND, -10) XX(EXISTS, -11) XX(STORE, -12) \
+    XX(LIMIT, -13) XX(INTERNAL, -14) XX(PRECONDITION, -15) XX(DISABLED, -16)
+
+/* Inside libprov the same enum comes from the project's internal errors.h. */
+#ifndef PROV_COMMON_ERRORS_H
+enum prov_err {
+    PROV_OK = 0,
+#define PROV_ERROR_ENUM_(name, val) PROV_E##name = (val),
+    PROV_ERROR_MAP(PROV_ERROR_ENUM_)
+#undef PROV_ERROR_ENUM_
+};
+#endif
+
+/* Text for an error code; a static string, never NULL, not to be freed. */
+PROV_EXPORT const char *prov_strerror(int err);
+
+/* Frees memory the library documents as "free with prov_free()". NULL is fine. */
+PROV_EXPORT void prov_free(void *p);
+
+/*
+ * Logging. The callback receives one message per event, without a trailing
+ * newline; msg is valid only during the call. It may be called from any
+ * thread that runs a libprov function. cb NULL turns logging off (the
+ * default). Not thread-safe itself: call it before creating clients.
+ */
+enum prov_log_level {
+    PROV_LOG_ERROR = 0,
+    PROV_LOG_WARN = 1,
+    PROV_LOG_INFO = 2,
+    PROV_LOG_DEBUG = 3,
+};
+typedef void (*prov_log_fn)(int level, const char *msg, void *arg);
+PROV_EXPORT void prov_set_log_callback(prov_log_fn cb, void *arg);
+
+/*
+ * Client options. Always start from PROV_OPTIONS_INIT: fields are appended in
+ * later versions, and the size field tells the library which ones this
+ * program knows about. All strings are copied by prov_client_new().
+ */
+struct prov_options {
+    size_t size;                 /* sizeof(struct prov_options); set by PROV_OPTIONS_INIT */
+    const char *host;            /* "name", "name:port", "[v6addr]" or "[v6addr]:port";
+                                    port defaults to 443. Required */
+    const char *id_scope;        /* required */
+    const char *registration_id; /* required; 1..128 of [A-Za-z0-9-._:], ends alnum or '-' */
+    const char *ca_file;         /* PEM bundle of trusted CAs; NULL = system store */
+    const char *payload_json;    /* optional JSON value sent as "payload" */
+    int timeout_seconds;         /* overall limit for prov_register; 0 = 60 */
+};
+#define PROV_OPTIONS_INIT { sizeof(struct prov_options), NULL, NULL, NULL, NULL, NULL, 0 }
+
+struct prov_client;
+
+/*
+ * Checks the options and creates a client; no network traffic happens here.
+ * On success *out is a client the caller frees with prov_client_free().
+ * Returns 0, PROV_EINVAL (logged with the reason) or PROV_ENOMEM; *out is
+ * NULL on failure.
+ */
+PROV_EXPORT int prov_client_new(const struct prov_options *opt, struct prov_client **out);
+
+/* Frees the client and wipes its key. NULL is fine. */
+PROV_EXPORT void prov_client_free(struct prov_client *c);
+
+/*
+ * Credentials; the last call wins. The key is the base64 text of 16..64
+ * bytes. prov_client_set_symmetric_key takes the device's own key (individual
+ * enrollment, or an already derived group key). prov_client_set_group_key
+ * takes an enrollment group's key and derives the device key from it with the
+ * registration id: base64(HMAC-SHA256(group key, registration id)).
+ * The library keeps its own copy; wipe yours when you are done.
+ * Returns 0, PROV_EINVAL or PROV_ECRYPTO.
+ */
+PROV_EXPORT int prov_client_set_symmetric_key(struct prov_client *c, const char *key_b64);
+PROV_EXPORT int prov_client_set_group_key(struct prov_client *c, const char *group_key_b64);
+
+/*
+ * What the service answered last. The struct and every string in it belong to
+ * the result: read them, free the whole thing with prov_result_free(). Fields
+ * are appended in later versions; never allocate or copy this struct.
+ * Strings are NULL when the service did not send the field.
+ */
+struct prov_result {
+    int http_status;                     /* HTTP status of the last answer */
+    const char *status;                  /* "assigned", "failed", "disabled", "assigning";
+                                            NULL when the answer was an HTTP error */
+    const char *operation_id;
+    const char *registration_id;
+    const char *assigned_hub;            /* set when status is "assigned" */
+    const char *device_id;               /* set when status is "assigned" */
+    const char *substatus;               /* e.g. "initialAssignment" */
+    const char *created_utc;
+    const char *last_updated_utc;
+    const char *etag;
+    long long error_code;                /* DPS errorCode (e.g. 401002); 0 when none */
+    const char *error_message;           /* errorMessage (failed) or message (HTTP error) */
+    const char *tracking_id;             /* trackingId of an HTTP error answer */
+    const char *payload_json;            /* registrationState.payload as compact JSON */
+    const char *registration_state_json; /* registrationState as compact JSON */
+    const char *response_json;           /* the whole last response body as received */
+};
+
+/*
+ * Registers the device: PUT .../register, then polls the operation every
+ * Retry-After seconds until the service decides or the timeout passes.
+ * Reuses one TLS connection when the server keeps it open.
+ *
+ * Returns 0 when the device was assigned; then (*out)->assigned_hub and
+ * (*out)->device_id are set. Otherwise a negative code:
+ *   PROV_EAUTH / PROV_ENOTFOUND / PROV_EPROTO  the service refused (HTTP error);
+ *   PROV_EAUTH / PROV_EPRECONDITION / PROV_EDISABLED  final status failed/disabled;
+ *   PROV_ETIMEOUT, PROV_EIO, PROV_ETLS, PROV_EPROTO, PROV_EINVAL (no credential set),
+ *   PROV_ENOMEM, PROV_ECRYPTO.
+ * *out is NULL or a result the caller frees with prov_result_free(), whatever
+ * the return value: it is set on success and whenever the service's last
+ * answer could be read (an HTTP error body, a failed status, the last
+ * "assigning" answer before a timeout).
+ */
+PROV_EXPORT int prov_register(struct prov_client *c, struct prov_result **out);
+
+/* Frees a result. NULL is fine. */
+PROV_EXPORT void prov_result_free(struct prov_result *r);
+
+/*
+ * A one-line JSON summary of a result:
+ *   {"status":..,"assignedHub":..,"deviceId":..,"substatus":..,"operationId":..,"payload":..}
+ * absent fields are null; "errorCode" and "errorMessage" are added when set.
+ * Returns a NUL-terminated string the caller frees with prov_free(), or NULL
+ * (r NULL or out of memory).
+ */
+PROV_EXPORT char *prov_result_to_json(const struct prov_result *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,332 @@
+/*
+ * prov-device: provisions one device through libprov and prints where it was
+ * assigned. Uses only the public API (include/prov/prov.h) and libc.
+ *
+ * Exit status: 0 assigned, 1 registration failed, 2 usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prov/prov.h"
+
+#define PROG "prov-device"
+#define EXIT_USAGE 2
+
+/*
+ * One credential per run. X.509 (--cert/--key) and TPM (--tpm) are added here
+ * later, each as a new kind; only one kind may be given.
+ */
+enum auth_kind {
+    AUTH_NONE = 0,
+    AUTH_SYMMETRIC_KEY,
+    AUTH_GROUP_KEY,
+};
+
+struct args {
+    const char *scope;
+    const char *registration_id;
+    const char *host;
+    const char *cacert;
+    const char *payload;
+    enum auth_kind auth;
+    const char *auth_option; /* the option that gave the credential, for messages */
+    char *key;               /* copy of the key; wiped before exit */
+    int timeout;             /* 0 = library default */
+    bool json;
+    bool verbose;
+    /* later: transport ("https" now; "mqtt"), chosen with --transport */
+};
+
+enum option_id {
+    OPT_SCOPE = 256,
+    OPT_REGISTRATION_ID,
+    OPT_SYMMETRIC_KEY,
+    OPT_GROUP_KEY,
+    OPT_HOST,
+    OPT_CACERT,
+    OPT_PAYLOAD,
+    OPT_TIMEOUT,
+    OPT_JSON,
+    OPT_VERBOSE,
+    OPT_HELP,
+};
+
+static const struct option long_options[] = {
+    {"scope", required_argument, NULL, OPT_SCOPE},
+    {"registration-id", required_argument, NULL, OPT_REGISTRATION_ID},
+    {"symmetric-key", required_argument, NULL, OPT_SYMMETRIC_KEY},
+    {"group-key", required_argument, NULL, OPT_GROUP_KEY},
+    {"host", required_argument, NULL, OPT_HOST},
+    {"cacert", required_argument, NULL, OPT_CACERT},
+    {"payload", required_argument, NULL, OPT_PAYLOAD},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"verbose", no_argument, NULL, OPT_VERBOSE},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: " PROG " --scope SCOPE --registration-id ID\n"
+            "                   (--symmetric-key KEY | --group-key KEY) --host HOST[:PORT]\n"
+            "                   [--cacert FILE] [--payload JSON] [--timeout SECONDS]\n"
+            "                   [--json] [--verbose]\n"
+            "\n"
+            "Registers a device with a DPS-compatible provisioning service over HTTPS\n"
+            "and prints the hub and device id it was assigned.\n"
+            "\n"
+            "  --scope SCOPE            ID scope of the provisioning service\n"
+            "  --registration-id ID     the device's registration id\n"
+            "  --symmetric-key KEY      the device's base64 key (individual enrollment)\n"
+            "  --group-key KEY          an enrollment group's base64 key; the device key is\n"
+            "                           derived from it and the registration id\n"
+            "  --host HOST[:PORT]       service host name, port 443 by default\n"
+            "  --cacert FILE            trust the CA certificates in FILE (PEM) instead of\n"
+            "                           the system store\n"
+            "  --payload JSON           JSON value sent to the service as the payload\n"
+            "  --timeout SECONDS        give up after SECONDS (default 60)\n"
+            "  --json                   print the result as one JSON object\n"
+            "  --verbose                log each step to stderr\n"
+            "  --help                   print this help and exit\n"
+            "\n"
+            "Exit status: 0 assigned, 1 registration failed, 2 usage error.\n");
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, PROG ": ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry '" PROG " --help' for more information.\n");
+    return EXIT_USAGE;
+}
+
+/* The last error the library logged, for the one-line failure message. */
+static char last_error[1024];
+
+static void on_log(int level, const char *msg, void *arg)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    const struct args *a = arg;
+
+    if (level == PROV_LOG_ERROR)
+        snprintf(last_error, sizeof(last_error), "%s", msg);
+    if (a->verbose)
+        fprintf(stderr, PROG ": %s: %s\n", level >= 0 && level <= 3 ? names[level] : "log",
+                msg);
+}
+
+static int parse_timeout(const char *s, int *out)
+{
+    char *end;
+    long v;
+
+    if (s[0] < '0' || s[0] > '9')
+        return -1;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 1 || v > 86400)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/*
+ * Keeps a copy of a key and blanks the command-line copy, so it no longer
+ * shows in /proc/PID/cmdline for the rest of the run.
+ */
+static int set_credential(struct args *a, enum auth_kind kind, const char *option, char *value)
+{
+    if (a->auth != AUTH_NONE) {
+        if (a->auth == kind)
+            return usage_error("%s given twice", option);
+        fprintf(stderr, PROG ": give only one of %s and %s\n", a->auth_option, option);
+        fprintf(stderr, "Try '" PROG " --help' for more information.\n");
+        return EXIT_USAGE;
+    }
+    if ((a->key = strdup(value)) == NULL) {
+        fprintf(stderr, PROG ": out of memory\n");
+        return EXIT_FAILURE;
+    }
+    explicit_bzero(value, strlen(value));
+    a->auth = kind;
+    a->auth_option = option;
+    return 0;
+}
+
+/* Returns 0 to go on, or an exit status (-1 for a successful --help). */
+static int parse_args(int argc, char **argv, struct args *a)
+{
+    int c, r;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":", long_options, NULL)) != -1) {
+        switch (c) {
+        case OPT_SCOPE:
+            a->scope = optarg;
+            break;
+        case OPT_REGISTRATION_ID:
+            a->registration_id = optarg;
+            break;
+        case OPT_SYMMETRIC_KEY:
+            if ((r = set_credential(a, AUTH_SYMMETRIC_KEY, "--symmetric-key", optarg)) != 0)
+                return r;
+            break;
+        case OPT_GROUP_KEY:
+            if ((r = set_credential(a, AUTH_GROUP_KEY, "--group-key", optarg)) != 0)
+                return r;
+            break;
+        case OPT_HOST:
+            a->host = optarg;
+            break;
+        case OPT_CACERT:
+            a->cacert = optarg;
+            break;
+        case OPT_PAYLOAD:
+            a->payload = optarg;
+            break;
+        case OPT_TIMEOUT:
+            if (parse_timeout(optarg, &a->timeout) != 0)
+                return usage_error("invalid timeout '%s': expected 1 to 86400 seconds", optarg);
+            break;
+        case OPT_JSON:
+            a->json = true;
+            break;
+        case OPT_VERBOSE:
+            a->verbose = true;
+            break;
+        case OPT_HELP:
+            usage(stdout);
+            return -1;
+        case ':':
+            return usage_error("option '%s' needs a value", argv[optind - 1]);
+        default:
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument '%s'", argv[optind]);
+    if (a->scope == NULL)
+        return usage_error("%s is required", "--scope");
+    if (a->registration_id == NULL)
+        return usage_error("%s is required", "--registration-id");
+    if (a->host == NULL)
+        return usage_error("%s is required", "--host");
+    if (a->auth == AUTH_NONE)
+        return usage_error("%s is required", "--symmetric-key or --group-key");
+    return 0;
+}
+
+static int set_credential_in_client(struct prov_client *c, const struct args *a)
+{
+    switch (a->auth) {
+    case AUTH_SYMMETRIC_KEY:
+        return prov_client_set_symmetric_key(c, a->key);
+    case AUTH_GROUP_KEY:
+        return prov_client_set_group_key(c, a->key);
+    case AUTH_NONE:
+        break;
+    }
+    return PROV_EINVAL;
+}
+
+static void print_failure(int r, const struct prov_result *res)
+{
+    if (res != NULL && res->status == NULL && res->http_status >= 400 && r != PROV_ETIMEOUT) {
+        fprintf(stderr, PROG ": registration refused: %d", res->http_status);
+        if (res->error_code != 0)
+            fprintf(stderr, " %lld", res->error_code);
+        fprintf(stderr, " %s\n", res->error_message ? res->error_message : prov_strerror(r));
+    } else if (res != NULL && res->status != NULL &&
+               (strcmp(res->status, "failed") == 0 || strcmp(res->status, "disabled") == 0)) {
+        fprintf(stderr, PROG ": registration %s:", res->status);
+        if (res->error_code != 0)
+            fprintf(stderr, " %lld", res->error_code);
+        fprintf(stderr, " %s\n", res->error_message ? res->error_message : prov_strerror(r));
+    } else if (last_error[0] != '\0') {
+        fprintf(stderr, PROG ": %s\n", last_error);
+    } else {
+        fprintf(stderr, PROG ": registration failed: %s\n", prov_strerror(r));
+    }
+}
+
+static int print_success(const struct args *a, const struct prov_result *res)
+{
+    if (a->json) {
+        char *text = prov_result_to_json(res);
+
+        if (text == NULL) {
+            fprintf(stderr, PROG ": out of memory\n");
+            return EXIT_FAILURE;
+        }
+        printf("%s\n", text);
+        prov_free(text);
+    } else {
+        printf("assigned: hub=%s device=%s\n", res->assigned_hub, res->device_id);
+    }
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, PROG ": cannot write the result: %s\n", strerror(errno));
+        return EXIT_FAILURE;
+    }
+    return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv)
+{
+    struct args a;
+    struct prov_options opt = PROV_OPTIONS_INIT;
+    struct prov_client *client = NULL;
+    struct prov_result *res = NULL;
+    int r, status = EXIT_FAILURE;
+
+    memset(&a, 0, sizeof(a));
+    if ((r = parse_args(argc, argv, &a)) != 0) {
+        status = r < 0 ? EXIT_SUCCESS : r;
+        goto out;
+    }
+    prov_set_log_callback(on_log, &a);
+    opt.host = a.host;
+    opt.id_scope = a.scope;
+    opt.registration_id = a.registration_id;
+    opt.ca_file = a.cacert;
+    opt.payload_json = a.payload;
+    opt.timeout_seconds = a.timeout;
+    if ((r = prov_client_new(&opt, &client)) != 0 ||
+        (r = set_credential_in_client(client, &a)) != 0) {
+        /* the options were refused before any network traffic */
+        if (r == PROV_EINVAL) {
+            fprintf(stderr, PROG ": %s\n", last_error[0] ? last_error : prov_strerror(r));
+            fprintf(stderr, "Try '" PROG " --help' for more information.\n");
+            status = EXIT_USAGE;
+        } else {
+            fprintf(stderr, PROG ": %s\n", prov_strerror(r));
+        }
+        goto out;
+    }
+    last_error[0] = '\0';
+    if ((r = prov_register(client, &res)) != 0) {
+        print_failure(r, res);
+        goto out;
+    }
+    status = print_success(&a, res);
+out:
+    prov_result_free(res);
+    prov_client_free(client);
+    if (a.key != NULL) {
+        explicit_bzero(a.key, strlen(a.key));
+        free(a.key);
+    }
+    return status;
+}

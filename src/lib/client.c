@@ -1,0 +1,313 @@
+/* Client objects: option checks, credentials, URL building. */
+#include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "../common/limits.h"
+#include "../common/sas.h"
+#include "../common/util.h"
+#include "lib.h"
+
+/* The fields of the first public version of struct prov_options. */
+#define OPTIONS_V1_SIZE (offsetof(struct prov_options, timeout_seconds) + sizeof(int))
+
+static bool valid_port(const char *s)
+{
+    long port;
+
+    return isdigit((unsigned char)s[0]) && parse_long(s, 1, 65535, &port) == 0;
+}
+
+int lib_check_host(const char *host)
+{
+    const char *p, *port = NULL;
+    size_t len;
+
+    if (host == NULL || *host == '\0')
+        return PROV_EINVAL;
+    len = strlen(host);
+    if (len > 255 + 6)
+        return PROV_EINVAL;
+    if (host[0] == '[') {
+        const char *close = strchr(host, ']');
+
+        if (close == NULL || close == host + 1)
+            return PROV_EINVAL;
+        for (p = host + 1; p < close; p++) {
+            if (!isxdigit((unsigned char)*p) && *p != ':' && *p != '.')
+                return PROV_EINVAL;
+        }
+        if (close[1] == ':')
+            port = close + 2;
+        else if (close[1] != '\0')
+            return PROV_EINVAL;
+    } else {
+        const char *colon = strchr(host, ':');
+
+        if (colon == host)
+            return PROV_EINVAL;
+        for (p = host; *p && p != colon; p++) {
+            if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' && *p != '_')
+                return PROV_EINVAL;
+        }
+        if (colon != NULL)
+            port = colon + 1;
+    }
+    if (port != NULL && !valid_port(port))
+        return PROV_EINVAL;
+    return 0;
+}
+
+/* ID scopes are short printable tokens (DPS: "0ne" + 8 hex digits). */
+static bool scope_is_valid(const char *s)
+{
+    size_t len = strlen(s);
+
+    if (len == 0 || len > PROV_MAX_SCOPE)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c <= 0x20 || c >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
+char *lib_build_url(const char *host, const char *scope, const char *regid)
+{
+    char *escope = url_encode_alloc(scope);
+    char *eid = url_encode_alloc(regid);
+    char *url = NULL;
+
+    if (escope == NULL || eid == NULL)
+        goto out;
+    if (asprintf(&url, "https://%s/%s/registrations/%s", host, escope, eid) < 0)
+        url = NULL;
+out:
+    free(escope);
+    free(eid);
+    return url;
+}
+
+/*
+ * Options from a program built against another version of this header: only
+ * the first opt->size bytes exist. Fields this library does not know must be
+ * zero, so a newer program never has a setting silently ignored.
+ */
+static int read_options(const struct prov_options *opt, struct prov_options *o)
+{
+    const unsigned char *extra;
+
+    if (opt == NULL) {
+        lib_log(PROV_LOG_ERROR, "no options given");
+        return PROV_EINVAL;
+    }
+    if (opt->size < OPTIONS_V1_SIZE) {
+        lib_log(PROV_LOG_ERROR, "invalid options: size %zu, initialise with PROV_OPTIONS_INIT",
+                opt->size);
+        return PROV_EINVAL;
+    }
+    memset(o, 0, sizeof(*o));
+    memcpy(o, opt, opt->size < sizeof(*o) ? opt->size : sizeof(*o));
+    extra = (const unsigned char *)opt;
+    for (size_t i = sizeof(*o); i < opt->size; i++) {
+        if (extra[i] != 0) {
+            lib_log(PROV_LOG_ERROR, "options set that this libprov version does not support");
+            return PROV_EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int check_options(const struct prov_options *o)
+{
+    if (lib_check_host(o->host) != 0) {
+        lib_log(PROV_LOG_ERROR, "invalid host '%s': expected name[:port]",
+                o->host ? o->host : "");
+        return PROV_EINVAL;
+    }
+    if (o->id_scope == NULL || !scope_is_valid(o->id_scope)) {
+        lib_log(PROV_LOG_ERROR, "invalid id scope '%s'", o->id_scope ? o->id_scope : "");
+        return PROV_EINVAL;
+    }
+    if (o->registration_id == NULL || !id_is_valid(o->registration_id)) {
+        lib_log(PROV_LOG_ERROR,
+                "invalid registration id '%.140s': 1-128 of A-Z a-z 0-9 - . _ :, "
+                "ending with a letter, digit or '-'",
+                o->registration_id ? o->registration_id : "");
+        return PROV_EINVAL;
+    }
+    if (o->ca_file != NULL && access(o->ca_file, R_OK) != 0) {
+        lib_log(PROV_LOG_ERROR, "cannot read CA file '%s'", o->ca_file);
+        return PROV_EINVAL;
+    }
+    if (o->timeout_seconds < 0 || o->timeout_seconds > PROV_MAX_TIMEOUT) {
+        lib_log(PROV_LOG_ERROR, "invalid timeout %d: 1..%d seconds, 0 for the default",
+                o->timeout_seconds, PROV_MAX_TIMEOUT);
+        return PROV_EINVAL;
+    }
+    return 0;
+}
+
+/* Validates the payload and keeps a compact copy. */
+static int copy_payload(const char *text, char **out)
+{
+    json_error_t jerr;
+    json_t *v;
+
+    *out = NULL;
+    if (text == NULL)
+        return 0;
+    if (strlen(text) > PROV_MAX_BODY / 2) {
+        lib_log(PROV_LOG_ERROR, "payload too large: more than %d bytes", PROV_MAX_BODY / 2);
+        return PROV_EINVAL;
+    }
+    v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    if (v == NULL) {
+        lib_log(PROV_LOG_ERROR, "invalid payload JSON: %s at line %d column %d", jerr.text,
+                jerr.line, jerr.column);
+        return PROV_EINVAL;
+    }
+    *out = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(v);
+    return *out == NULL ? PROV_ENOMEM : 0;
+}
+
+static char *dup_or_null(const char *s, bool *oom)
+{
+    char *d;
+
+    if (s == NULL)
+        return NULL;
+    if ((d = strdup(s)) == NULL)
+        *oom = true;
+    return d;
+}
+
+int prov_client_new(const struct prov_options *opt, struct prov_client **out)
+{
+    struct prov_options o;
+    struct prov_client *c = NULL;
+    bool oom = false;
+    int r = PROV_EINTERNAL;
+
+    if (out == NULL) {
+        lib_log(PROV_LOG_ERROR, "prov_client_new: out is NULL");
+        return PROV_EINVAL;
+    }
+    *out = NULL;
+    if ((r = read_options(opt, &o)) != 0 || (r = check_options(&o)) != 0)
+        goto out;
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
+        r = PROV_ENOMEM;
+        goto out;
+    }
+    c->host = dup_or_null(o.host, &oom);
+    c->id_scope = dup_or_null(o.id_scope, &oom);
+    c->registration_id = dup_or_null(o.registration_id, &oom);
+    c->ca_file = dup_or_null(o.ca_file, &oom);
+    c->timeout_seconds = o.timeout_seconds ? o.timeout_seconds : PROV_DEFAULT_TIMEOUT;
+    if (oom) {
+        r = PROV_ENOMEM;
+        goto out;
+    }
+    if ((r = copy_payload(o.payload_json, &c->payload_json)) != 0)
+        goto out;
+    if ((c->base_url = lib_build_url(c->host, c->id_scope, c->registration_id)) == NULL) {
+        r = PROV_ENOMEM;
+        goto out;
+    }
+    *out = c;
+    c = NULL; /* transferred */
+    r = 0;
+out:
+    prov_client_free(c);
+    return r;
+}
+
+void prov_client_free(struct prov_client *c)
+{
+    if (c == NULL)
+        return;
+    if (c->curl != NULL)
+        curl_easy_cleanup(c->curl);
+    free(c->host);
+    free(c->id_scope);
+    free(c->registration_id);
+    free(c->ca_file);
+    free(c->payload_json);
+    free(c->base_url);
+    prov_freezero(c, sizeof(*c));
+}
+
+/* A canonical base64 key of PROV_MIN_KEY_BYTES..PROV_MAX_KEY_BYTES bytes. */
+static int check_key(const char *what, const char *key_b64)
+{
+    uint8_t raw[PROV_KEY_B64_MAX];
+    size_t len;
+    int n;
+
+    if (key_b64 == NULL) {
+        lib_log(PROV_LOG_ERROR, "no %s given", what);
+        return PROV_EINVAL;
+    }
+    len = strlen(key_b64);
+    if (len >= PROV_KEY_B64_MAX || b64_decoded_max(len) > sizeof(raw)) {
+        lib_log(PROV_LOG_ERROR, "invalid %s: longer than %d bytes", what, PROV_MAX_KEY_BYTES);
+        return PROV_EINVAL;
+    }
+    n = b64_decode(key_b64, len, raw);
+    prov_cleanse(raw, sizeof(raw));
+    if (n < 0) {
+        lib_log(PROV_LOG_ERROR, "invalid %s: not base64", what);
+        return PROV_EINVAL;
+    }
+    if (n < PROV_MIN_KEY_BYTES || n > PROV_MAX_KEY_BYTES) {
+        lib_log(PROV_LOG_ERROR, "invalid %s: %d bytes, expected %d to %d", what, n,
+                PROV_MIN_KEY_BYTES, PROV_MAX_KEY_BYTES);
+        return PROV_EINVAL;
+    }
+    return 0;
+}
+
+int prov_client_set_symmetric_key(struct prov_client *c, const char *key_b64)
+{
+    int r;
+
+    if (c == NULL)
+        return PROV_EINVAL;
+    if ((r = check_key("symmetric key", key_b64)) != 0)
+        return r;
+    prov_cleanse(c->key_b64, sizeof(c->key_b64));
+    snprintf(c->key_b64, sizeof(c->key_b64), "%s", key_b64);
+    c->has_key = true;
+    return 0;
+}
+
+int prov_client_set_group_key(struct prov_client *c, const char *group_key_b64)
+{
+    char derived[45];
+    int r;
+
+    if (c == NULL)
+        return PROV_EINVAL;
+    if ((r = check_key("group key", group_key_b64)) != 0)
+        return r;
+    if ((r = derive_device_key(group_key_b64, c->registration_id, derived)) != 0) {
+        lib_log(PROV_LOG_ERROR, "cannot derive the device key: %s", prov_strerror(r));
+        return r;
+    }
+    prov_cleanse(c->key_b64, sizeof(c->key_b64));
+    snprintf(c->key_b64, sizeof(c->key_b64), "%s", derived);
+    prov_cleanse(derived, sizeof(derived));
+    c->has_key = true;
+    lib_log(PROV_LOG_DEBUG, "device key derived from the group key for '%s'",
+            c->registration_id);
+    return 0;
+}

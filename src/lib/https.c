@@ -1,0 +1,474 @@
+/*
+ * Registration over HTTPS (device protocol §3): PUT .../register, then GET
+ * .../operations/{id} every Retry-After seconds until the status is no longer
+ * "assigning". One libcurl easy handle per client, so the TLS connection is
+ * kept alive between the PUT and the polls.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "../common/limits.h"
+#include "../common/sas.h"
+#include "../common/util.h"
+#include "lib.h"
+
+#ifndef PROV_LIB_VERSION
+#define PROV_LIB_VERSION "unknown"
+#endif
+
+/* One answer: status, Retry-After and a capped body. */
+struct answer {
+    long http_status;
+    int retry_after; /* seconds, already defaulted and clamped */
+    char *body;
+    size_t len;
+    size_t cap;
+    bool too_big;
+};
+
+static void answer_reset(struct answer *a)
+{
+    free(a->body);
+    memset(a, 0, sizeof(*a));
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct answer *a = arg;
+    size_t n = size * nmemb;
+
+    if (n > PROV_MAX_BODY || a->len + n > PROV_MAX_BODY) {
+        a->too_big = true;
+        return 0; /* makes libcurl fail the transfer with CURLE_WRITE_ERROR */
+    }
+    if (a->len + n + 1 > a->cap) {
+        size_t cap = a->cap ? a->cap : 1024;
+        char *nb;
+
+        while (cap < a->len + n + 1)
+            cap *= 2;
+        if ((nb = realloc(a->body, cap)) == NULL)
+            return 0;
+        a->body = nb;
+        a->cap = cap;
+    }
+    memcpy(a->body + a->len, data, n);
+    a->len += n;
+    a->body[a->len] = '\0';
+    return n;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec until;
+    int64_t t = now_ms() + ms;
+
+    until.tv_sec = (time_t)(t / 1000);
+    until.tv_nsec = (long)(t % 1000) * 1000000L;
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR)
+        continue;
+}
+
+/* Retry-After: an integer number of seconds; default 2, clamped to 1..60. */
+static int read_retry_after(CURL *h)
+{
+    struct curl_header *hdr = NULL;
+    long v;
+
+    if (curl_easy_header(h, "Retry-After", 0, CURLH_HEADER, -1, &hdr) != CURLHE_OK)
+        return PROV_RETRY_DEFAULT;
+    if (parse_long(hdr->value, 0, 1000000000L, &v) != 0) {
+        lib_log(PROV_LOG_WARN, "ignoring Retry-After '%.40s': not a number of seconds",
+                hdr->value);
+        return PROV_RETRY_DEFAULT;
+    }
+    if (v < PROV_RETRY_MIN)
+        return PROV_RETRY_MIN;
+    return v > PROV_RETRY_MAX ? PROV_RETRY_MAX : (int)v;
+}
+
+static int map_curl_error(CURLcode cc)
+{
+    switch (cc) {
+    case CURLE_OUT_OF_MEMORY:
+        return PROV_ENOMEM;
+    case CURLE_OPERATION_TIMEDOUT:
+        return PROV_ETIMEOUT;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+        return PROV_ETLS;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+        return PROV_EINVAL;
+    case CURLE_WEIRD_SERVER_REPLY:
+        return PROV_EPROTO;
+    default:
+        return PROV_EIO;
+    }
+}
+
+/* Creates the easy handle once, with the settings every request shares. */
+static int setup_handle(struct prov_client *c)
+{
+    CURL *h;
+    CURLcode cc = CURLE_OK;
+
+    if (c->curl != NULL)
+        return 0;
+    if ((h = curl_easy_init()) == NULL)
+        return PROV_ENOMEM;
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (cc == CURLE_OK && c->ca_file != NULL)
+        cc = curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_USERAGENT, "libprov/" PROV_LIB_VERSION);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    if (cc != CURLE_OK) {
+        lib_log(PROV_LOG_ERROR, "libcurl setup failed: %s", curl_easy_strerror(cc));
+        curl_easy_cleanup(h);
+        return cc == CURLE_OUT_OF_MEMORY ? PROV_ENOMEM : PROV_EINTERNAL;
+    }
+    c->curl = h;
+    return 0;
+}
+
+/* Wipes the Authorization line before libcurl's list is freed. */
+static void free_headers(struct curl_slist *list)
+{
+    for (struct curl_slist *s = list; s != NULL; s = s->next)
+        prov_cleanse(s->data, strlen(s->data));
+    curl_slist_free_all(list);
+}
+
+static int build_headers(struct prov_client *c, bool with_body, struct curl_slist **out)
+{
+    struct curl_slist *list = NULL, *t;
+    char resource[PROV_MAX_SCOPE + PROV_MAX_REG_ID + 32];
+    char *token = NULL, *auth = NULL;
+    int r = PROV_ENOMEM;
+
+    *out = NULL;
+    snprintf(resource, sizeof(resource), "%s/registrations/%s", c->id_scope,
+             c->registration_id);
+    token = sas_build(resource, c->key_b64, "registration", (long long)time(NULL) +
+                      PROV_SAS_LIFETIME);
+    if (token == NULL) {
+        lib_log(PROV_LOG_ERROR, "cannot build the SAS token");
+        r = PROV_ECRYPTO;
+        goto out;
+    }
+    if (asprintf(&auth, "Authorization: %s", token) < 0) {
+        auth = NULL;
+        goto out;
+    }
+    if ((t = curl_slist_append(list, "Accept: application/json")) == NULL)
+        goto out;
+    list = t;
+    if (with_body) {
+        if ((t = curl_slist_append(list, "Content-Type: application/json; charset=utf-8")) ==
+            NULL)
+            goto out;
+        list = t;
+    }
+    /* no "Expect: 100-continue" round trip before the body */
+    if ((t = curl_slist_append(list, "Expect:")) == NULL)
+        goto out;
+    list = t;
+    if ((t = curl_slist_append(list, auth)) == NULL)
+        goto out;
+    list = t;
+    *out = list;
+    list = NULL; /* transferred */
+    r = 0;
+out:
+    if (token != NULL)
+        prov_freezero(token, strlen(token));
+    if (auth != NULL)
+        prov_freezero(auth, strlen(auth));
+    free_headers(list);
+    return r;
+}
+
+/*
+ * One HTTP exchange. body NULL means GET. The transfer may use at most
+ * remaining_ms. Fills a; returns 0 when an HTTP answer arrived (any status).
+ */
+static int exchange(struct prov_client *c, const char *url, const char *body,
+                    int64_t remaining_ms, struct answer *a)
+{
+    CURL *h = c->curl;
+    struct curl_slist *headers = NULL;
+    char errbuf[CURL_ERROR_SIZE];
+    CURLcode cc = CURLE_OK;
+    long new_conns = 0;
+    int64_t t0 = now_ms();
+    int r = PROV_EINTERNAL;
+
+    answer_reset(a);
+    errbuf[0] = '\0';
+    if ((r = build_headers(c, body != NULL, &headers)) != 0)
+        goto out;
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_URL, url);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_WRITEDATA, a);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(remaining_ms > 0 ? remaining_ms : 1));
+    if (body != NULL) {
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+    } else {
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+        if (cc == CURLE_OK)
+            cc = curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    }
+    if (cc != CURLE_OK) {
+        lib_log(PROV_LOG_ERROR, "libcurl setup failed: %s", curl_easy_strerror(cc));
+        r = cc == CURLE_OUT_OF_MEMORY ? PROV_ENOMEM : PROV_EINTERNAL;
+        goto out;
+    }
+    lib_log(PROV_LOG_DEBUG, "%s %s", body ? "PUT" : "GET", url);
+    if (body != NULL)
+        lib_log(PROV_LOG_DEBUG, "request body: %.600s", body);
+    cc = curl_easy_perform(h);
+    /* the handle must not keep pointers to this call's stack and list */
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, (char *)NULL);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, (void *)NULL);
+    if (cc != CURLE_OK) {
+        if (a->too_big) {
+            lib_log(PROV_LOG_ERROR, "answer from '%s' too large: over %d bytes", c->host,
+                    PROV_MAX_BODY);
+            r = PROV_EPROTO;
+        } else {
+            r = map_curl_error(cc);
+            lib_log(PROV_LOG_ERROR, "%s '%s' failed: %s", body ? "PUT" : "GET", c->host,
+                    errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        }
+        goto out;
+    }
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a->http_status);
+    curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &new_conns);
+    a->retry_after = read_retry_after(h);
+    lib_log(PROV_LOG_DEBUG, "answer %ld in %lld ms (%s connection): %.600s", a->http_status,
+            (long long)(now_ms() - t0), new_conns ? "new" : "reused", a->body ? a->body : "");
+    r = 0;
+out:
+    free_headers(headers);
+    return r;
+}
+
+static char *register_body(const struct prov_client *c)
+{
+    json_t *o = json_object();
+    json_t *payload = NULL;
+    char *text = NULL;
+
+    if (o == NULL)
+        return NULL;
+    if (json_object_set_new(o, "registrationId", json_string(c->registration_id)) != 0)
+        goto out;
+    if (c->payload_json != NULL) {
+        payload = json_loads(c->payload_json, JSON_DECODE_ANY, NULL);
+        if (payload == NULL || json_object_set_new(o, "payload", payload) != 0)
+            goto out;
+    }
+    text = json_dumps(o, JSON_COMPACT);
+out:
+    json_decref(o);
+    return text;
+}
+
+static char *operation_url(const struct prov_client *c, const char *op_id)
+{
+    char *eop = url_encode_alloc(op_id);
+    char *url = NULL;
+
+    if (eop == NULL)
+        return NULL;
+    if (asprintf(&url, "%s/operations/%s?api-version=" PROV_API_VERSION, c->base_url, eop) < 0)
+        url = NULL;
+    free(eop);
+    return url;
+}
+
+/* Waits wait_s seconds unless that passes the deadline. 0 or PROV_ETIMEOUT. */
+static int wait_before_retry(const struct prov_client *c, int wait_s, int64_t deadline,
+                             const char *why)
+{
+    int64_t left = deadline - now_ms();
+
+    if ((int64_t)wait_s * 1000 >= left) {
+        lib_log(PROV_LOG_ERROR, "timed out: %s, and the next try in %d s would pass the %d s "
+                "timeout", why, wait_s, c->timeout_seconds);
+        return PROV_ETIMEOUT;
+    }
+    lib_log(PROV_LOG_DEBUG, "%s, next request in %d s (Retry-After)", why, wait_s);
+    sleep_ms((int64_t)wait_s * 1000);
+    return 0;
+}
+
+int prov_register(struct prov_client *c, struct prov_result **out)
+{
+    struct answer a = {0};
+    struct prov_result *res = NULL;
+    char *body = NULL, *reg_url = NULL, *poll_url = NULL, *op_id = NULL;
+    const char *url;
+    int64_t deadline;
+    int r = PROV_EINTERNAL;
+
+    if (out == NULL || c == NULL) {
+        lib_log(PROV_LOG_ERROR, "prov_register: %s is NULL", c ? "out" : "client");
+        return PROV_EINVAL;
+    }
+    *out = NULL;
+    if (!c->has_key) {
+        lib_log(PROV_LOG_ERROR, "no credential set: call prov_client_set_symmetric_key or "
+                                "prov_client_set_group_key first");
+        return PROV_EINVAL;
+    }
+    deadline = now_ms() + (int64_t)c->timeout_seconds * 1000;
+    if ((r = setup_handle(c)) != 0)
+        goto out;
+    if (asprintf(&reg_url, "%s/register?api-version=" PROV_API_VERSION, c->base_url) < 0)
+        reg_url = NULL;
+    if (reg_url == NULL || (body = register_body(c)) == NULL) {
+        r = PROV_ENOMEM;
+        goto out;
+    }
+    lib_log(PROV_LOG_INFO, "registering '%s' in scope '%s' at %s", c->registration_id,
+            c->id_scope, c->host);
+
+    url = reg_url;
+    for (;;) {
+        bool is_put = url == reg_url;
+
+        if ((r = exchange(c, url, is_put ? body : NULL, deadline - now_ms(), &a)) != 0)
+            goto out;
+        if (a.http_status == 429 || a.http_status == 503) {
+            char why[48];
+
+            snprintf(why, sizeof(why), "service busy (HTTP %ld)", a.http_status);
+            prov_result_free(res);
+            res = NULL;
+            if (lib_result_parse((int)a.http_status, a.body, a.len, &res) == PROV_ENOMEM) {
+                r = PROV_ENOMEM;
+                goto out;
+            }
+            if ((r = wait_before_retry(c, a.retry_after, deadline, why)) != 0)
+                goto out;
+            continue;
+        }
+        if (a.http_status < 200 || (a.http_status >= 300 && a.http_status < 400)) {
+            lib_log(PROV_LOG_ERROR, "unexpected answer from '%s': HTTP %ld", c->host,
+                    a.http_status);
+            r = PROV_EPROTO;
+            goto out;
+        }
+        prov_result_free(res);
+        res = NULL;
+        if ((r = lib_result_parse((int)a.http_status, a.body, a.len, &res)) != 0)
+            goto out;
+        if (a.http_status >= 400) {
+            r = lib_result_code(res);
+            lib_log(PROV_LOG_ERROR, "registration refused: HTTP %ld, errorCode %lld: %s",
+                    a.http_status, res->error_code,
+                    res->error_message ? res->error_message : "(no message)");
+            goto out;
+        }
+        if (res->status != NULL && strcmp(res->status, "assigning") == 0) {
+            const char *id = res->operation_id;
+
+            if (id == NULL && op_id == NULL) {
+                lib_log(PROV_LOG_ERROR, "answer has status 'assigning' but no operationId");
+                r = PROV_EPROTO;
+                goto out;
+            }
+            if (id != NULL && (op_id == NULL || strcmp(id, op_id) != 0)) {
+                free(op_id);
+                free(poll_url);
+                poll_url = NULL;
+                if ((op_id = strdup(id)) == NULL || (poll_url = operation_url(c, id)) == NULL) {
+                    r = PROV_ENOMEM;
+                    goto out;
+                }
+            }
+            if ((r = wait_before_retry(c, a.retry_after, deadline, "status assigning")) != 0)
+                goto out;
+            url = poll_url;
+            continue;
+        }
+        break;
+    }
+
+    r = lib_result_code(res);
+    if (r == 0 && (res->assigned_hub == NULL || res->device_id == NULL)) {
+        lib_log(PROV_LOG_ERROR, "answer has status 'assigned' but no %s",
+                res->assigned_hub == NULL ? "assignedHub" : "deviceId");
+        r = PROV_EPROTO;
+    } else if (r == 0) {
+        lib_log(PROV_LOG_INFO, "assigned to hub '%s' as device '%s'", res->assigned_hub,
+                res->device_id);
+    } else if (r == PROV_EPROTO) {
+        lib_log(PROV_LOG_ERROR, "unexpected registration status '%s'",
+                res->status ? res->status : "(none)");
+    } else {
+        lib_log(PROV_LOG_ERROR, "registration %s: errorCode %lld: %s", res->status,
+                res->error_code, res->error_message ? res->error_message : "(no message)");
+    }
+out:
+    /* the last answer explains most failures: hand it over too */
+    *out = res;
+    answer_reset(&a);
+    free(body);
+    free(reg_url);
+    free(poll_url);
+    free(op_id);
+    return r;
+}
