@@ -152,8 +152,12 @@ static int setup_handle(struct prov_client *c)
         cc = curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     if (cc == CURLE_OK && c->ca_file != NULL)
         cc = curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
-    if (cc == CURLE_OK)
-        cc = curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    /*
+     * CURLOPT_NOSIGNAL stays off: libcurl then ignores SIGPIPE while it works,
+     * so a peer that closes mid-write cannot kill the application (a library
+     * must not change the process's signal handling itself). Its threaded
+     * resolver needs no signals.
+     */
     if (cc == CURLE_OK)
         cc = curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     if (cc == CURLE_OK)

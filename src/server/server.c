@@ -33,9 +33,16 @@ struct http_conn {
     struct conn c;
     struct bufferevent *bev;
     struct http_parser_state *ps;
-    bool closing;
+    struct http_conn *prev, *next; /* the worker's connections, freed at shutdown */
+    bool closing;                  /* no more requests: answer, then close */
+    bool lingering;                /* answered and shut down: draining until the peer closes */
+    size_t discarded;
     char peer[64];
 };
+
+/* Bytes a closing connection may still swallow before it is cut off. */
+#define LINGER_MAX_BYTES (4 * 1024 * 1024)
+#define LINGER_SECONDS 2
 
 static void log_ssl_errors(const char *what)
 {
@@ -91,6 +98,12 @@ static void conn_free(struct http_conn *hc)
 {
     struct worker *w = hc->c.w;
 
+    if (hc->prev != NULL)
+        hc->prev->next = hc->next;
+    else
+        w->conns = hc->next;
+    if (hc->next != NULL)
+        hc->next->prev = hc->prev;
     if (hc->bev != NULL)
         bufferevent_free(hc->bev); /* frees the SSL too (BEV_OPT_CLOSE_ON_FREE) */
     http_parser_state_free(hc->ps);
@@ -113,6 +126,23 @@ static void on_request(void *arg, struct http_request *req, struct http_response
         plog(LOG_INFO, "%s %s %s -> %d", hc->peer, req->method_name, req->path, resp->status);
 }
 
+/*
+ * Closing after an error answer while the client is still sending (a body
+ * over the limit, say) must not reset the connection, or the client never
+ * reads the answer. So: flush the answer, send close_notify and FIN, then
+ * read and discard until the peer closes, for a bounded time and size.
+ */
+static void start_linger(struct http_conn *hc)
+{
+    struct timeval t = {LINGER_SECONDS, 0};
+
+    hc->lingering = true;
+    (void)SSL_shutdown(hc->c.ssl);
+    shutdown(bufferevent_getfd(hc->bev), SHUT_WR);
+    bufferevent_set_timeouts(hc->bev, &t, NULL);
+    bufferevent_enable(hc->bev, EV_READ);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct http_conn *hc = arg;
@@ -129,19 +159,24 @@ static void on_read(struct bufferevent *bev, void *arg)
             hc->closing = true;
         evbuffer_drain(in, v.iov_len);
     }
-    if (hc->closing) {
-        bufferevent_disable(bev, EV_READ);
-        if (evbuffer_get_length(out) == 0)
-            conn_free(hc);
+    if (!hc->closing)
+        return;
+    hc->discarded += evbuffer_get_length(in);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (hc->discarded > LINGER_MAX_BYTES) {
+        conn_free(hc);
+        return;
     }
+    if (!hc->lingering && evbuffer_get_length(out) == 0)
+        start_linger(hc);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct http_conn *hc = arg;
 
-    if (hc->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        conn_free(hc);
+    if (hc->closing && !hc->lingering && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        start_linger(hc);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -225,6 +260,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     w->nconns++;
+    hc->next = w->conns;
+    if (w->conns != NULL)
+        w->conns->prev = hc;
+    w->conns = hc;
     http_parser_state_set_peer(hc->ps, hc->peer, &hc->c);
     bufferevent_openssl_set_allow_dirty_shutdown(hc->bev, 1);
     bufferevent_setcb(hc->bev, on_read, on_write, on_event, hc);
@@ -275,6 +314,8 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
 
     event_base_dispatch(w->base);
+    while (w->conns != NULL)
+        conn_free(w->conns);
     return NULL;
 }
 

@@ -19,6 +19,7 @@ struct event;
 struct evconnlistener;
 
 struct server;
+struct http_conn;
 
 struct worker {
     int index;
@@ -30,6 +31,7 @@ struct worker {
     struct event *stop_ev;
     pthread_t thread;
     unsigned nconns;
+    struct http_conn *conns; /* open connections (owned by this thread) */
 };
 
 struct server {

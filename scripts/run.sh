@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# make run: starts provd in the foreground on a development setup kept in run/
+# (git-ignored), created on first use and reused afterwards:
+#   run/ca.pem, run/ca.key           a development CA (EC P-256)
+#   run/server.pem, run/server.key   the server certificate (localhost, 127.0.0.1)
+#   run/policy.key                   key of the provisioningserviceowner policy
+#   run/device.key                   key for the first device
+#   run/id-scope                     the instance's ID scope
+#   run/data/                        the SQLite store
+# Prints the service connection string and one command that provisions a first
+# device, then becomes provd. PORT (default 8443) picks the port.
+# Delete run/ to start from scratch.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+PORT=${PORT:-8443}
+HUB=hub.localdomain
+RUN=run
+PROVD=build/src/server/provd
+
+case "$PORT" in
+'' | *[!0-9]*)
+    echo "run.sh: PORT must be a number, not '$PORT'" >&2
+    exit 2
+    ;;
+esac
+if [ ! -x "$PROVD" ]; then
+    echo "run.sh: $PROVD is not built; run 'make run' (or 'make build')" >&2
+    exit 1
+fi
+
+umask 077
+mkdir -p "$RUN" "$RUN/data"
+
+# A random 32-byte key, base64, kept in FILE (0600); created once.
+make_key()
+{
+    if [ ! -s "$1" ]; then
+        openssl rand -base64 32 > "$1.tmp"
+        mv "$1.tmp" "$1"
+    fi
+}
+
+if [ ! -s "$RUN/ca.pem" ] || [ ! -s "$RUN/ca.key" ]; then
+    echo "run.sh: creating a development CA in $RUN/" >&2
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$RUN/ca.key" -out "$RUN/ca.pem" -days 3650 -sha256 \
+        -subj "/CN=provd development CA" \
+        -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    rm -f "$RUN/server.pem" # issued by the previous CA, if any
+fi
+
+if [ ! -s "$RUN/server.pem" ] || [ ! -s "$RUN/server.key" ]; then
+    echo "run.sh: issuing a server certificate for localhost and 127.0.0.1" >&2
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$RUN/server.key" -out "$RUN/server.csr" -subj "/CN=localhost" 2>/dev/null
+    cat > "$RUN/server.ext" <<'EOF'
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+    openssl x509 -req -in "$RUN/server.csr" -CA "$RUN/ca.pem" -CAkey "$RUN/ca.key" \
+        -set_serial "0x$(openssl rand -hex 16)" -days 825 -sha256 \
+        -extfile "$RUN/server.ext" -out "$RUN/server.pem" 2>/dev/null
+    rm -f "$RUN/server.csr" "$RUN/server.ext"
+fi
+
+make_key "$RUN/policy.key"
+make_key "$RUN/device.key"
+if [ ! -s "$RUN/id-scope" ]; then
+    printf '0ne%s\n' "$(openssl rand -hex 4 | tr 'a-f' 'A-F')" > "$RUN/id-scope"
+fi
+
+policy_key=$(cat "$RUN/policy.key")
+device_key=$(cat "$RUN/device.key")
+scope=$(cat "$RUN/id-scope")
+conn="HostName=127.0.0.1:$PORT;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=$policy_key"
+
+cat <<EOF
+
+provd development instance (state in $RUN/; delete it to start over)
+
+  listening on          https://127.0.0.1:$PORT  (device and service APIs)
+  ID scope              $scope
+  CA certificate        $RUN/ca.pem
+  connection string     $conn
+
+To provision a first device, run this in another terminal, from $(pwd):
+
+PROVD_CA_FILE=$RUN/ca.pem PROVD_CONNECTION_STRING='$conn' build/src/cli/provctl enrollment create first-device --primary-key $device_key >/dev/null && build/src/cli/prov-device --host 127.0.0.1:$PORT --cacert $RUN/ca.pem --scope $scope --registration-id first-device --symmetric-key $device_key
+
+It creates an individual enrollment "first-device" with the key in $RUN/device.key
+and registers the device with that key; the device is assigned to $HUB.
+If the enrollment exists already (a previous run), run only the part after '&&'.
+Stop provd with Ctrl-C.
+
+EOF
+
+exec "$PROVD" --listen "127.0.0.1:$PORT" --tls-cert "$RUN/server.pem" --tls-key "$RUN/server.key" \
+    --data-dir "$RUN/data" --id-scope "$scope" \
+    --policy "provisioningserviceowner=$policy_key" --hub "$HUB" --retry-after 1
