@@ -7,8 +7,10 @@
 #   run/device.key                   key for the first device
 #   run/id-scope                     the instance's ID scope
 #   run/data/                        the SQLite store
-# Prints the service connection string and one command that provisions a first
-# device, then becomes provd. PORT (default 8443) picks the port.
+# Starts provd, makes sure the enrollment "first-device" exists, prints the
+# service connection string and one command that provisions that device, and
+# waits for provd. PORT (default 8443) picks the port, RUN_DIR (default run)
+# the state directory, BUILD_DIR (default build) the binaries.
 # Delete run/ to start from scratch.
 set -euo pipefail
 
@@ -16,8 +18,9 @@ cd "$(dirname "$0")/.."
 
 PORT=${PORT:-8443}
 HUB=hub.localdomain
-RUN=run
-PROVD=build/src/server/provd
+RUN=${RUN_DIR:-run}
+BUILD_DIR=${BUILD_DIR:-build}
+PROVD=$BUILD_DIR/src/server/provd
 
 case "$PORT" in
 '' | *[!0-9]*)
@@ -81,6 +84,44 @@ device_key=$(cat "$RUN/device.key")
 scope=$(cat "$RUN/id-scope")
 conn="HostName=127.0.0.1:$PORT;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=$policy_key"
 
+# provd runs in the foreground of this script: started here, waited for below,
+# and stopped with it (Ctrl-C reaches both).
+"$PROVD" --listen "127.0.0.1:$PORT" --tls-cert "$RUN/server.pem" --tls-key "$RUN/server.key" \
+    --data-dir "$RUN/data" --id-scope "$scope" \
+    --policy "provisioningserviceowner=$policy_key" --hub "$HUB" --retry-after 1 &
+provd_pid=$!
+stop_provd()
+{
+    kill -TERM $provd_pid 2>/dev/null
+    wait $provd_pid
+    exit $?
+}
+trap stop_provd INT TERM
+
+# The first device's enrollment, created once through the service API, so the
+# command printed below works on every run.
+export PROVD_CA_FILE=$RUN/ca.pem PROVD_CONNECTION_STRING=$conn
+ready=0
+for _ in $(seq 1 100); do
+    if ! kill -0 $provd_pid 2>/dev/null; then
+        wait $provd_pid
+        exit $?
+    fi
+    if $BUILD_DIR/src/cli/provctl enrollment show first-device >/dev/null 2>&1 ||
+        $BUILD_DIR/src/cli/provctl enrollment create first-device --primary-key "$device_key" \
+            >/dev/null 2>&1; then
+        ready=1
+        break
+    fi
+    sleep 0.1
+done
+if [ $ready -ne 1 ]; then
+    echo "run.sh: provd did not answer on 127.0.0.1:$PORT" >&2
+    kill -TERM $provd_pid 2>/dev/null
+    wait $provd_pid
+    exit 1
+fi
+
 cat <<EOF
 
 provd development instance (state in $RUN/; delete it to start over)
@@ -90,17 +131,17 @@ provd development instance (state in $RUN/; delete it to start over)
   CA certificate        $RUN/ca.pem
   connection string     $conn
 
-To provision a first device, run this in another terminal, from $(pwd):
+An individual enrollment "first-device" exists (its key is in $RUN/device.key).
+To provision that first device, run this in another terminal, from $(pwd):
 
-PROVD_CA_FILE=$RUN/ca.pem PROVD_CONNECTION_STRING='$conn' build/src/cli/provctl enrollment create first-device --primary-key $device_key >/dev/null && build/src/cli/prov-device --host 127.0.0.1:$PORT --cacert $RUN/ca.pem --scope $scope --registration-id first-device --symmetric-key $device_key
+$BUILD_DIR/src/cli/prov-device --host 127.0.0.1:$PORT --cacert $RUN/ca.pem --scope $scope --registration-id first-device --symmetric-key $device_key
 
-It creates an individual enrollment "first-device" with the key in $RUN/device.key
-and registers the device with that key; the device is assigned to $HUB.
-If the enrollment exists already (a previous run), run only the part after '&&'.
+Manage enrollments with provctl, for example:
+
+PROVD_CA_FILE=$RUN/ca.pem PROVD_CONNECTION_STRING='$conn' $BUILD_DIR/src/cli/provctl enrollment list
+
 Stop provd with Ctrl-C.
 
 EOF
 
-exec "$PROVD" --listen "127.0.0.1:$PORT" --tls-cert "$RUN/server.pem" --tls-key "$RUN/server.key" \
-    --data-dir "$RUN/data" --id-scope "$scope" \
-    --policy "provisioningserviceowner=$policy_key" --hub "$HUB" --retry-after 1
+wait $provd_pid

@@ -3,9 +3,10 @@
  * Azure IoT Hub Device Provisioning Service (DPS) device protocol.
  *
  * A device describes its provisioning service (host, ID scope, registration
- * id), sets one credential and calls prov_register(), which sends the register
- * request over HTTPS, polls the operation until the service has decided, and
- * returns the assigned hub and device id.
+ * id), sets one credential (a symmetric key, an enrollment group key, or an
+ * X.509 certificate and its private key) and calls prov_register(), which
+ * sends the register request over HTTPS, polls the operation until the
+ * service has decided, and returns the assigned hub and device id.
  *
  *     struct prov_options opt = PROV_OPTIONS_INIT;
  *     struct prov_client *c = NULL;
@@ -22,6 +23,10 @@
  *     prov_result_free(res);
  *     prov_client_free(c);
  *
+ * An X.509 device leaves registration_id NULL (its certificate's subject CN
+ * is the registration id) and calls
+ * prov_client_set_x509(c, "device-chain.pem", "device-key.pem") instead.
+ *
  * Conventions:
  * - Functions returning int return 0 on success or a negative PROV_E* code.
  * - Strings passed in are copied; the caller keeps ownership of its arguments.
@@ -32,6 +37,7 @@
  *   clients may run in different threads. Set the log callback before the
  *   first client is created.
  * - Secrets (keys, SAS tokens) are never logged and are wiped when freed.
+ * - X.509 needs libcurl built with OpenSSL (the Debian libcurl4 flavour).
  */
 #ifndef PROV_PROV_H
 #define PROV_PROV_H
@@ -115,7 +121,9 @@ struct prov_options {
     const char *host;            /* "name", "name:port", "[v6addr]" or "[v6addr]:port";
                                     port defaults to 443. Required */
     const char *id_scope;        /* required */
-    const char *registration_id; /* required; 1..128 of [A-Za-z0-9-._:], ends alnum or '-' */
+    const char *registration_id; /* 1..128 of [A-Za-z0-9-._:], ends alnum or '-'. Required
+                                    for keys; with X.509, NULL takes the certificate's
+                                    subject CN, and a given id must equal the CN */
     const char *ca_file;         /* PEM bundle of trusted CAs; NULL = system store */
     const char *payload_json;    /* optional JSON value sent as "payload" */
     int timeout_seconds;         /* overall limit for prov_register; 0 = 60 */
@@ -136,16 +144,42 @@ PROV_EXPORT int prov_client_new(const struct prov_options *opt, struct prov_clie
 PROV_EXPORT void prov_client_free(struct prov_client *c);
 
 /*
- * Credentials; the last call wins. The key is the base64 text of 16..64
- * bytes. prov_client_set_symmetric_key takes the device's own key (individual
- * enrollment, or an already derived group key). prov_client_set_group_key
- * takes an enrollment group's key and derives the device key from it with the
- * registration id: base64(HMAC-SHA256(group key, registration id)).
- * The library keeps its own copy; wipe yours when you are done.
- * Returns 0, PROV_EINVAL or PROV_ECRYPTO.
+ * Credentials. A client uses one kind: keys (the two functions below) or
+ * X.509 (prov_client_set_x509). Once one kind is set, setting the other kind
+ * returns PROV_EINVAL; within a kind the last call wins.
+ *
+ * The key is the base64 text of 16..64 bytes. prov_client_set_symmetric_key
+ * takes the device's own key (individual enrollment, or an already derived
+ * group key). prov_client_set_group_key takes an enrollment group's key and
+ * derives the device key from it with the registration id:
+ * base64(HMAC-SHA256(group key, registration id)). Both need the options'
+ * registration_id. The library keeps its own copy; wipe yours when you are
+ * done. Returns 0, PROV_EINVAL or PROV_ECRYPTO.
  */
 PROV_EXPORT int prov_client_set_symmetric_key(struct prov_client *c, const char *key_b64);
 PROV_EXPORT int prov_client_set_group_key(struct prov_client *c, const char *group_key_b64);
+
+/*
+ * X.509 (device protocol §4.3): the device authenticates with its TLS client
+ * certificate only and sends no Authorization header. cert_file is PEM: the
+ * device (leaf) certificate first, optionally followed by intermediate CA
+ * certificates; all of them are sent in the TLS handshake. key_file is the
+ * leaf's unencrypted PEM private key (PKCS#8, or traditional RSA/EC).
+ *
+ * Both files are read and checked now: every certificate must parse, the key
+ * must match the leaf, and the leaf's subject CN (the first one) must be a
+ * valid registration id. When the options' registration_id is NULL, the CN
+ * becomes the registration id; when it was given, it must equal the CN
+ * (ASCII case-insensitive) or the call fails. The files are read again at
+ * each TLS handshake, so they must stay in place while the client is used.
+ * The library keeps the file names, not the key; the key bytes it read here
+ * are wiped.
+ * Returns 0, PROV_EINVAL (logged with the reason: unreadable file, not PEM,
+ * key does not match, no or invalid CN, CN differs from the registration id,
+ * a symmetric key already set) or PROV_ENOMEM.
+ */
+PROV_EXPORT int prov_client_set_x509(struct prov_client *c, const char *cert_file,
+                                     const char *key_file);
 
 /*
  * What the service answered last. The struct and every string in it belong to
@@ -171,6 +205,12 @@ struct prov_result {
     const char *payload_json;            /* registrationState.payload as compact JSON */
     const char *registration_state_json; /* registrationState as compact JSON */
     const char *response_json;           /* the whole last response body as received */
+    /* since 0.2 */
+    const char *x509_json;               /* registrationState.x509 as compact JSON:
+                                            {certificateInfo, enrollmentGroupId,
+                                            signingCertificateInfo}; may be "{}" */
+    const char *enrollment_group_id;     /* registrationState.x509.enrollmentGroupId, or
+                                            registrationState.symmetricKey.enrollmentGroupId */
 };
 
 /*
@@ -197,7 +237,9 @@ PROV_EXPORT void prov_result_free(struct prov_result *r);
 /*
  * A one-line JSON summary of a result:
  *   {"status":..,"assignedHub":..,"deviceId":..,"substatus":..,"operationId":..,"payload":..}
- * absent fields are null; "errorCode" and "errorMessage" are added when set.
+ * absent fields are null; "errorCode", "errorMessage", "enrollmentGroupId"
+ * and "x509" (registrationState.x509 as the service sent it) are added when
+ * set.
  * Returns a NUL-terminated string the caller frees with prov_free(), or NULL
  * (r NULL or out of memory).
  */

@@ -448,6 +448,230 @@ out:
     return r;
 }
 
+/* ---- CA certificates ---- */
+
+/* POST or PUT to a CA path, expecting a CertificateResponse in *out. */
+static int ca_send(struct ctx *x, const char *method, const char *suffix, const json_t *body,
+                   const char *etag, json_t **out, long *status_out, int *code_out)
+{
+    struct pc_response resp;
+    char *path = pc_entity_path(PC_RES_CA, x->cmd->id, suffix);
+    int r;
+
+    *out = NULL;
+    if (path == NULL)
+        return fail("out of memory");
+    r = send_req(x, method, path, body, etag, NULL, 0, &resp);
+    free(path);
+    if (r != 0)
+        return r;
+    if (!ok_status(resp.status)) {
+        json_t *e = json_loadb(resp.body, resp.len, 0, NULL);
+
+        *status_out = resp.status;
+        *code_out = (int)json_integer_value(json_object_get(e, "errorCode"));
+        json_decref(e);
+        if (*code_out == 412002 && strcmp(method, "PUT") == 0) {
+            fprintf(stderr, "provctl: ca %s already exists; to replace it add --etag E (the "
+                    "etag of 'provctl ca show %s')\n", x->cmd->id, x->cmd->id);
+            r = PC_EXIT_FAIL;
+        } else {
+            r = http_fail(&resp);
+        }
+        pc_response_free(&resp);
+        return r;
+    }
+    *out = parse_body(&resp, false);
+    pc_response_free(&resp);
+    return *out != NULL ? 0 : PC_EXIT_FAIL;
+}
+
+/* The current etag of the CA (--etag when given); caller frees. */
+static int ca_etag(struct ctx *x, char **etag)
+{
+    char *path;
+    json_t *c = NULL;
+    const char *e;
+    int r;
+
+    *etag = NULL;
+    if (x->cmd->etag != NULL) {
+        if ((*etag = strdup(x->cmd->etag)) == NULL)
+            return fail("out of memory");
+        return 0;
+    }
+    if ((path = pc_entity_path(PC_RES_CA, x->cmd->id, NULL)) == NULL)
+        return fail("out of memory");
+    r = get_entity(x, path, &c, NULL);
+    free(path);
+    if (r != 0)
+        return r;
+    e = json_string_value(json_object_get(c, "etag"));
+    if (e == NULL || (*etag = strdup(e)) == NULL) {
+        json_decref(c);
+        return fail(e == NULL ? "the server's answer has no etag" : "out of memory");
+    }
+    json_decref(c);
+    return 0;
+}
+
+static int ca_print(const struct pc_command *cmd, const json_t *c)
+{
+    if (cmd->json)
+        return print_json(c);
+    pc_print_ca(stdout, c);
+    return 0;
+}
+
+static int cmd_ca_upload(struct ctx *x)
+{
+    json_t *body = pc_ca_upload_body(x->cmd), *c = NULL;
+    long status = 0;
+    int code = 0, r;
+
+    if (body == NULL)
+        return fail("out of memory");
+    r = ca_send(x, "PUT", NULL, body, x->cmd->etag, &c, &status, &code);
+    json_decref(body);
+    if (r == 0)
+        r = ca_print(x->cmd, c);
+    json_decref(c);
+    return r;
+}
+
+static int cmd_ca_list(struct ctx *x)
+{
+    json_t *all = NULL;
+    const json_t *value;
+    int r;
+
+    if ((r = get_entity(x, pc_collection_path(PC_RES_CA), &all, NULL)) != 0)
+        return r;
+    value = json_object_get(all, "value");
+    if (!json_is_array(value)) {
+        json_decref(all);
+        return fail("the server's answer has no \"value\" array");
+    }
+    if (x->cmd->json)
+        r = print_json(value);
+    else
+        pc_print_list(stdout, PC_RES_CA, value);
+    json_decref(all);
+    return r;
+}
+
+static int cmd_ca_show(struct ctx *x)
+{
+    char *path = pc_entity_path(PC_RES_CA, x->cmd->id, NULL);
+    json_t *c = NULL;
+    int r;
+
+    if (path == NULL)
+        return fail("out of memory");
+    r = get_entity(x, path, &c, NULL);
+    free(path);
+    if (r == 0)
+        r = ca_print(x->cmd, c);
+    json_decref(c);
+    return r;
+}
+
+static int cmd_ca_code(struct ctx *x)
+{
+    char *etag = NULL;
+    json_t *c = NULL;
+    const char *code;
+    long status = 0;
+    int ecode = 0, r;
+
+    if ((r = ca_etag(x, &etag)) != 0)
+        return r;
+    r = ca_send(x, "POST", "/generateVerificationCode", NULL, etag, &c, &status, &ecode);
+    free(etag);
+    if (r != 0)
+        return r;
+    code = json_string_value(json_object_get(json_object_get(c, "properties"),
+                                             "verificationCode"));
+    if (x->cmd->json) {
+        r = print_json(c);
+    } else if (code == NULL) {
+        r = fail("the server's answer has no properties.verificationCode");
+    } else {
+        for (const char *p = code; *p != '\0'; p++)
+            putchar((unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p);
+        putchar('\n');
+    }
+    json_decref(c);
+    return r;
+}
+
+static int cmd_ca_verify(struct ctx *x)
+{
+    json_t *body = pc_ca_verify_body(x->cmd), *c = NULL;
+    char *etag = NULL;
+    long status = 0;
+    int code = 0, r;
+
+    if (body == NULL)
+        return fail("out of memory");
+    if ((r = ca_etag(x, &etag)) == 0)
+        r = ca_send(x, "POST", "/verify", body, etag, &c, &status, &code);
+    free(etag);
+    json_decref(body);
+    if (r == 0)
+        r = ca_print(x->cmd, c);
+    json_decref(c);
+    return r;
+}
+
+static int cmd_ca_delete(struct ctx *x)
+{
+    char *etag = NULL, *path = NULL;
+    struct pc_response resp;
+    int r;
+
+    if ((r = ca_etag(x, &etag)) != 0)
+        return r;
+    if ((path = pc_entity_path(PC_RES_CA, x->cmd->id, NULL)) == NULL) {
+        free(etag);
+        return fail("out of memory");
+    }
+    r = send_req(x, "DELETE", path, NULL, etag, NULL, 0, &resp);
+    free(path);
+    free(etag);
+    if (r != 0)
+        return r;
+    if (!ok_status(resp.status)) {
+        r = http_fail(&resp);
+        pc_response_free(&resp);
+        return r;
+    }
+    pc_response_free(&resp);
+    if (!x->cmd->json)
+        printf("deleted ca %s\n", x->cmd->id); /* the parser checked the name's characters */
+    return 0;
+}
+
+static int run_ca(struct ctx *x)
+{
+    switch (x->cmd->verb) {
+    case PC_VERB_UPLOAD:
+        return cmd_ca_upload(x);
+    case PC_VERB_LIST:
+        return cmd_ca_list(x);
+    case PC_VERB_SHOW:
+        return cmd_ca_show(x);
+    case PC_VERB_CODE:
+        return cmd_ca_code(x);
+    case PC_VERB_VERIFY:
+        return cmd_ca_verify(x);
+    case PC_VERB_DELETE:
+        return cmd_ca_delete(x);
+    default:
+        return fail("internal error: no ca command");
+    }
+}
+
 static int run(const struct pc_command *cmd)
 {
     struct pc_connstr cs;
@@ -468,6 +692,10 @@ static int run(const struct pc_command *cmd)
     pc_connstr_free(&cs);
     if (x.client == NULL) {
         r = fail(err);
+        goto out;
+    }
+    if (cmd->res == PC_RES_CA) {
+        r = run_ca(&x);
         goto out;
     }
     switch (cmd->verb) {
@@ -523,7 +751,24 @@ int main(int argc, char **argv)
         printf("provctl %s (api-version %s)\n", PROVCTL_VERSION, PC_API_VERSION);
         return fflush(stdout) == 0 ? PC_EXIT_OK : PC_EXIT_FAIL;
     }
-    r = run(&cmd);
+    {
+        /* certificate files are read before any request */
+        const char *files[2];
+        char *texts[2] = {NULL, NULL};
+
+        pc_cert_files(&cmd, files);
+        for (size_t i = 0; i < 2; i++) {
+            if (files[i] != NULL && pc_read_cert(files[i], &texts[i], err, sizeof(err)) != 0) {
+                fprintf(stderr, "provctl: %s\n", err);
+                free(texts[0]);
+                return PC_EXIT_USAGE;
+            }
+            cmd.cert_text[i] = texts[i];
+        }
+        r = run(&cmd);
+        free(texts[0]);
+        free(texts[1]);
+    }
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "provctl: cannot write the output\n");
         return PC_EXIT_FAIL;

@@ -1,7 +1,8 @@
 /*
- * provctl internals: the parts of the admin CLI that do no I/O (connection
- * strings, command lines, request bodies, human-readable output), kept in a
- * static library so that they can be unit-tested, plus the HTTP client.
+ * provctl internals: the parts of the admin CLI that do no network I/O
+ * (connection strings, command lines, certificate files, request bodies,
+ * human-readable output), kept in a static library so that they can be
+ * unit-tested, plus the HTTP client.
  *
  * Borrowing rule: every const char * stored in these structs points into argv,
  * the environment or a struct pc_connstr and is valid as long as they are.
@@ -19,6 +20,8 @@
 #define PC_MAX_HUBS 50           /* DPS links at most 50 hubs */
 #define PC_DEFAULT_TIMEOUT 60    /* seconds, whole request */
 #define PC_TOKEN_TTL 3600        /* SAS token lifetime, as the Azure SDKs */
+#define PC_MAX_CERT_FILE (64 * 1024) /* a certificate file larger than this is refused */
+#define PC_CA_NAME_MAX 256
 
 /* Exit statuses. */
 #define PC_EXIT_OK 0
@@ -45,7 +48,7 @@ void pc_connstr_free(struct pc_connstr *cs);
 
 /* ---- command line ----------------------------------------------------- */
 
-enum pc_resource { PC_RES_NONE, PC_RES_ENROLLMENT, PC_RES_GROUP, PC_RES_REGISTRATION };
+enum pc_resource { PC_RES_NONE, PC_RES_ENROLLMENT, PC_RES_GROUP, PC_RES_REGISTRATION, PC_RES_CA };
 
 enum pc_verb {
     PC_VERB_NONE,
@@ -54,6 +57,9 @@ enum pc_verb {
     PC_VERB_SHOW,
     PC_VERB_LIST,
     PC_VERB_DELETE,
+    PC_VERB_UPLOAD,    /* ca upload */
+    PC_VERB_CODE,      /* ca code: generate a verification code */
+    PC_VERB_VERIFY,    /* ca verify: proof of possession */
     PC_VERB_HELP,      /* print help for (res, help_verb) and exit 0 */
     PC_VERB_VERSION,   /* print the version and exit 0 */
 };
@@ -89,6 +95,20 @@ struct pc_command {
     const char *initial_twin;       /* JSON object text, checked by the parser */
     const char *etag;
 
+    /* X.509 (enrollment and group create|update; ca upload|verify) */
+    bool x509;                      /* --x509, also implied by the options below */
+    const char *cert_file[2];       /* --cert, --secondary-cert (ca: --cert only) */
+    const char *thumbprint;         /* --thumbprint: pin the primary by SHA-1 or SHA-256 */
+    const char *signing_file[2];    /* --signing-cert, --secondary-signing-cert (group) */
+    const char *ca_ref[2];          /* --ca-ref, --secondary-ca-ref (group) */
+    bool verified;                  /* ca upload --verified */
+    /*
+     * The certificates named by cert_file (enrollment, ca) or signing_file
+     * (group), as pc_read_cert returns them. Not set by the parser: the caller
+     * reads the files and owns the texts.
+     */
+    const char *cert_text[2];
+
     bool keys;                      /* show --keys */
     long page_size;                 /* list --page-size, 0 = server default */
 };
@@ -102,7 +122,7 @@ struct pc_command {
 int pc_parse_args(int argc, char **argv, const char *env_cs, const char *env_ca,
                   struct pc_command *cmd, char *err, size_t errlen);
 
-/* "enrollment", "group", "registration"; the JSON id member of the entity. */
+/* "enrollment", "group", "registration", "ca". */
 const char *pc_res_name(enum pc_resource res);
 const char *pc_verb_name(enum pc_verb verb);
 
@@ -112,8 +132,8 @@ void pc_print_help(FILE *f, enum pc_resource res, enum pc_verb verb);
 /* ---- requests --------------------------------------------------------- */
 
 /*
- * Collection path of a resource: "/enrollments", "/enrollmentGroups" or
- * "/registrations". Entity path: collection + "/" + url-encoded id + suffix
+ * Collection path of a resource: "/enrollments", "/enrollmentGroups",
+ * "/registrations" or "/certificates". Entity path: collection + "/" + url-encoded id + suffix
  * (suffix may be NULL, e.g. "/attestationmechanism" or "/query"). Caller frees;
  * NULL on OOM.
  */
@@ -133,10 +153,12 @@ char *pc_build_url(const char *host, const char *path, const char *id_scope);
 char *pc_if_match(const char *etag);
 
 /*
- * The entity to PUT for "create": id member, symmetric-key attestation (with the
- * given keys, or an empty object so that the server generates them) and every
- * option that was given. NULL on OOM or if initial_twin does not parse (the
- * parser already rejects that). Caller json_decref()s.
+ * The entity to PUT for "create": id member, attestation and every option
+ * that was given. Attestation: with x509, the certificates (cert_text), the
+ * thumbprint pin or the CA references; otherwise symmetric keys (the given
+ * ones, or an empty object so that the server generates them). NULL on OOM or
+ * if initial_twin does not parse (the parser already rejects that). Caller
+ * json_decref()s.
  */
 json_t *pc_entity_new(const struct pc_command *cmd);
 
@@ -145,14 +167,44 @@ json_t *pc_entity_new(const struct pc_command *cmd);
  * removes the server-owned members (etag, dates, registrationState), replaces
  * the attestation with att (the entity's attestation mechanism with its
  * secrets, borrowed, may be NULL to keep cur's), overlays keys and options.
- * Returns 0, PROV_EINVAL (e.g. keys given for a non-symmetric-key entity, with
- * a message in err) or PROV_ENOMEM.
+ * X.509 options replace the slots they name ({"certificate": text}, a
+ * thumbprint pin or a CA name); slots not named stay info-only, which the
+ * server reads as "keep the stored certificate". Returns 0, PROV_EINVAL (e.g.
+ * keys given for a non-symmetric-key entity, with a message in err) or
+ * PROV_ENOMEM.
  */
 int pc_entity_apply(json_t *cur, const json_t *att, const struct pc_command *cmd, char *err,
                     size_t errlen);
 
 /* true when an update command carries at least one change. */
 bool pc_has_changes(const struct pc_command *cmd);
+
+/* CA certificate names: 1 to 256 letters, digits, '-', '_' and '.'. */
+bool pc_ca_name_valid(const char *name);
+
+/*
+ * Reads a certificate file for a request body: PEM text is sent as it is (a
+ * file holding a private key is refused, so that a key never leaves the
+ * machine), anything else is taken as DER and sent as base64. At most
+ * PC_MAX_CERT_FILE bytes. Returns 0 with *out (caller frees), or PROV_EINVAL /
+ * PROV_EIO / PROV_ENOMEM with a message naming the file in err.
+ */
+int pc_read_cert(const char *path, char **out, char *err, size_t errlen);
+
+/*
+ * Which files of cmd pc_read_cert must read into cmd->cert_text[0..1]: the
+ * enrollment's --cert/--secondary-cert, the group's signing certificates, or
+ * the ca command's --cert. Entries are NULL when not given.
+ */
+void pc_cert_files(const struct pc_command *cmd, const char *files[2]);
+
+/*
+ * Bodies of the CA API: upload {"certificate": cert_text[0]} plus
+ * "isVerified": true with --verified; verify {"certificate": cert_text[0]}.
+ * NULL on OOM or when cert_text[0] is unset. Caller json_decref()s.
+ */
+json_t *pc_ca_upload_body(const struct pc_command *cmd);
+json_t *pc_ca_verify_body(const struct pc_command *cmd);
 
 /* ---- output ----------------------------------------------------------- */
 
@@ -165,8 +217,10 @@ void pc_print_entity(FILE *f, enum pc_resource res, const json_t *e);
 void pc_print_registration(FILE *f, const json_t *r);
 /* Prints "primary key: ..." and "secondary key: ..." lines; 0 lines if att has no keys. */
 int pc_print_keys(FILE *f, const json_t *att);
-/* Aligned table plus a count line, for an array of entities of res. */
+/* Aligned table plus a count line, for an array of entities of res (or CertificateResponses). */
 void pc_print_list(FILE *f, enum pc_resource res, const json_t *arr);
+/* A CertificateResponse: name, verification state, subject, expiry, thumbprint, etag, dates. */
+void pc_print_ca(FILE *f, const json_t *c);
 
 /*
  * The one-line message for an HTTP error status and its body (may be NULL or

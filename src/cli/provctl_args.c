@@ -192,6 +192,8 @@ const char *pc_res_name(enum pc_resource res)
         return "group";
     case PC_RES_REGISTRATION:
         return "registration";
+    case PC_RES_CA:
+        return "ca";
     case PC_RES_NONE:
         break;
     }
@@ -211,6 +213,12 @@ const char *pc_verb_name(enum pc_verb verb)
         return "list";
     case PC_VERB_DELETE:
         return "delete";
+    case PC_VERB_UPLOAD:
+        return "upload";
+    case PC_VERB_CODE:
+        return "code";
+    case PC_VERB_VERIFY:
+        return "verify";
     case PC_VERB_HELP:
         return "help";
     case PC_VERB_VERSION:
@@ -229,21 +237,31 @@ static enum pc_resource res_from_word(const char *w)
         return PC_RES_GROUP;
     if (strcmp(w, "registration") == 0 || strcmp(w, "registrations") == 0)
         return PC_RES_REGISTRATION;
+    if (strcmp(w, "ca") == 0 || strcmp(w, "cas") == 0)
+        return PC_RES_CA;
     return PC_RES_NONE;
 }
 
 static enum pc_verb verb_from_word(enum pc_resource res, const char *w)
 {
     static const enum pc_verb all[] = {PC_VERB_CREATE, PC_VERB_UPDATE, PC_VERB_SHOW,
-                                       PC_VERB_LIST, PC_VERB_DELETE};
+                                       PC_VERB_LIST, PC_VERB_DELETE, PC_VERB_UPLOAD,
+                                       PC_VERB_CODE, PC_VERB_VERIFY};
 
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
-        if (strcmp(w, pc_verb_name(all[i])) != 0)
+        enum pc_verb v = all[i];
+        bool write = v == PC_VERB_CREATE || v == PC_VERB_UPDATE;
+        bool ca_only = v == PC_VERB_UPLOAD || v == PC_VERB_CODE || v == PC_VERB_VERIFY;
+
+        if (strcmp(w, pc_verb_name(v)) != 0)
             continue;
-        if (res == PC_RES_REGISTRATION &&
-            (all[i] == PC_VERB_CREATE || all[i] == PC_VERB_UPDATE))
+        if (res == PC_RES_REGISTRATION && write)
             return PC_VERB_NONE; /* registrations are written by devices only */
-        return all[i];
+        if (res == PC_RES_CA && write)
+            return PC_VERB_NONE; /* CA certificates are uploaded */
+        if (res != PC_RES_CA && ca_only)
+            return PC_VERB_NONE;
+        return v;
     }
     return PC_VERB_NONE;
 }
@@ -254,6 +272,7 @@ enum opt_id {
     O_CS, O_CACERT, O_SCOPE, O_JSON, O_VERBOSE, O_TIMEOUT, O_HELP, O_VERSION,
     O_SYMKEY, O_PKEY, O_SKEY, O_DEVID, O_HUB, O_ALLHUBS, O_POLICY, O_WEBHOOK, O_WEBHOOK_API,
     O_DISABLED, O_ENABLED, O_EDGE, O_NOEDGE, O_TWIN, O_ETAG, O_KEYS, O_PAGE,
+    O_X509, O_CERT, O_CERT2, O_THUMB, O_SIGN, O_SIGN2, O_CAREF, O_CAREF2, O_VERIFIED,
     O_COUNT
 };
 
@@ -262,9 +281,13 @@ enum opt_scope {
     S_GLOBAL,     /* anywhere */
     S_WRITE,      /* enrollment|group create|update */
     S_WRITE_IND,  /* enrollment create|update */
-    S_ETAG,       /* create|update|delete */
+    S_ETAG,       /* create|update|delete; ca upload|code|verify */
     S_KEYS,       /* enrollment|group show */
-    S_LIST,       /* list */
+    S_LIST,       /* list (not ca) */
+    S_X509,       /* enrollment|group create|update */
+    S_CERT,       /* enrollment create|update; ca upload|verify */
+    S_WRITE_GRP,  /* group create|update */
+    S_CA_UPLOAD,  /* ca upload */
 };
 
 struct opt_def {
@@ -300,6 +323,15 @@ static const struct opt_def opts[] = {
     {"etag", O_ETAG, true, S_ETAG},
     {"keys", O_KEYS, false, S_KEYS},
     {"page-size", O_PAGE, true, S_LIST},
+    {"x509", O_X509, false, S_X509},
+    {"cert", O_CERT, true, S_CERT},
+    {"secondary-cert", O_CERT2, true, S_WRITE_IND},
+    {"thumbprint", O_THUMB, true, S_WRITE_IND},
+    {"signing-cert", O_SIGN, true, S_WRITE_GRP},
+    {"secondary-signing-cert", O_SIGN2, true, S_WRITE_GRP},
+    {"ca-ref", O_CAREF, true, S_WRITE_GRP},
+    {"secondary-ca-ref", O_CAREF2, true, S_WRITE_GRP},
+    {"verified", O_VERIFIED, false, S_CA_UPLOAD},
 };
 
 static const struct opt_def *opt_find(const char *name, size_t len)
@@ -323,13 +355,51 @@ static bool opt_allowed(enum opt_scope scope, enum pc_resource res, enum pc_verb
     case S_WRITE_IND:
         return write && res == PC_RES_ENROLLMENT;
     case S_ETAG:
-        return write || verb == PC_VERB_DELETE;
+        return write || verb == PC_VERB_DELETE || verb == PC_VERB_UPLOAD ||
+               verb == PC_VERB_CODE || verb == PC_VERB_VERIFY;
     case S_KEYS:
         return verb == PC_VERB_SHOW && (res == PC_RES_ENROLLMENT || res == PC_RES_GROUP);
     case S_LIST:
-        return verb == PC_VERB_LIST;
+        return verb == PC_VERB_LIST && res != PC_RES_CA;
+    case S_X509:
+        return write && (res == PC_RES_ENROLLMENT || res == PC_RES_GROUP);
+    case S_CERT:
+        return (write && res == PC_RES_ENROLLMENT) ||
+               (res == PC_RES_CA && (verb == PC_VERB_UPLOAD || verb == PC_VERB_VERIFY));
+    case S_WRITE_GRP:
+        return write && res == PC_RES_GROUP;
+    case S_CA_UPLOAD:
+        return res == PC_RES_CA && verb == PC_VERB_UPLOAD;
     }
     return false;
+}
+
+/* A thumbprint as the server takes it: 40 or 64 hex digits, ':' or ' ' between bytes. */
+static bool thumbprint_ok(const char *s)
+{
+    size_t n = 0;
+
+    for (; *s != '\0'; s++) {
+        char c = *s;
+
+        if (c == ':' || c == ' ')
+            continue;
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return false;
+        n++;
+    }
+    return n == 40 || n == 64;
+}
+
+static int set_file(const char **slot, const struct opt_def *o, const char *val, char *err,
+                    size_t errlen)
+{
+    if (*val == '\0') {
+        seterr(err, errlen, "--%s: empty file name", o->name);
+        return PROV_EINVAL;
+    }
+    *slot = val;
+    return 0;
 }
 
 static const char *policy_canonical(const char *s)
@@ -486,6 +556,79 @@ static int set_opt(struct pc_command *cmd, const struct opt_def *o, const char *
             return PROV_EINVAL;
         }
         break;
+    case O_X509:
+        cmd->x509 = true;
+        break;
+    case O_CERT:
+    case O_CERT2:
+        return set_file(&cmd->cert_file[o->id == O_CERT ? 0 : 1], o, val, err, errlen);
+    case O_SIGN:
+    case O_SIGN2:
+        return set_file(&cmd->signing_file[o->id == O_SIGN ? 0 : 1], o, val, err, errlen);
+    case O_THUMB:
+        if (!thumbprint_ok(val)) {
+            seterr(err, errlen, "--thumbprint: expected a SHA-1 (40) or SHA-256 (64 hex "
+                   "digits) certificate thumbprint");
+            return PROV_EINVAL;
+        }
+        cmd->thumbprint = val;
+        break;
+    case O_CAREF:
+    case O_CAREF2:
+        if (!pc_ca_name_valid(val)) {
+            seterr(err, errlen, "--%s: expected a CA certificate name (1 to %d letters, "
+                   "digits, '-', '_' and '.')", o->name, PC_CA_NAME_MAX);
+            return PROV_EINVAL;
+        }
+        cmd->ca_ref[o->id == O_CAREF ? 0 : 1] = val;
+        break;
+    case O_VERIFIED:
+        cmd->verified = true;
+        break;
+    }
+    return 0;
+}
+
+/* The X.509 options of enrollment and group create|update. */
+static int check_x509(struct pc_command *cmd, char *err, size_t errlen)
+{
+    bool create = cmd->verb == PC_VERB_CREATE;
+    bool any = cmd->cert_file[0] || cmd->cert_file[1] || cmd->thumbprint ||
+               cmd->signing_file[0] || cmd->signing_file[1] || cmd->ca_ref[0] || cmd->ca_ref[1];
+    bool keys = cmd->symmetric_key || cmd->primary_key != NULL || cmd->secondary_key != NULL;
+
+    if (cmd->res != PC_RES_ENROLLMENT && cmd->res != PC_RES_GROUP)
+        return 0;
+    if (any)
+        cmd->x509 = true; /* certificate options imply --x509 */
+    if (!cmd->x509)
+        return 0;
+    if (keys) {
+        seterr(err, errlen, "--x509 excludes --symmetric-key, --primary-key and "
+               "--secondary-key");
+        return PROV_EINVAL;
+    }
+    if (cmd->res == PC_RES_ENROLLMENT) {
+        if (cmd->cert_file[0] != NULL && cmd->thumbprint != NULL) {
+            seterr(err, errlen, "--cert and --thumbprint exclude each other (both give the "
+                   "primary certificate)");
+            return PROV_EINVAL;
+        }
+        if (create && cmd->cert_file[0] == NULL && cmd->thumbprint == NULL) {
+            seterr(err, errlen, "enrollment create --x509 needs --cert FILE or --thumbprint "
+                   "HEX");
+            return PROV_EINVAL;
+        }
+        return 0;
+    }
+    if ((cmd->signing_file[0] || cmd->signing_file[1]) && (cmd->ca_ref[0] || cmd->ca_ref[1])) {
+        seterr(err, errlen, "signing certificates (--signing-cert) and CA references "
+               "(--ca-ref) exclude each other");
+        return PROV_EINVAL;
+    }
+    if (create && cmd->signing_file[0] == NULL && cmd->ca_ref[0] == NULL) {
+        seterr(err, errlen, "group create --x509 needs --signing-cert FILE or --ca-ref NAME");
+        return PROV_EINVAL;
     }
     return 0;
 }
@@ -530,6 +673,11 @@ static int check_command(struct pc_command *cmd, const char **words, size_t nwor
         seterr(err, errlen, "%s %s: empty ID", rn, vn);
         return PROV_EINVAL;
     }
+    if (cmd->res == PC_RES_CA && cmd->id != NULL && !pc_ca_name_valid(cmd->id)) {
+        seterr(err, errlen, "ca %s: invalid name '%.60s' (1-%d of A-Z a-z 0-9 - _ .)", vn,
+               cmd->id, PC_CA_NAME_MAX);
+        return PROV_EINVAL;
+    }
     if ((cmd->verb == PC_VERB_CREATE || cmd->verb == PC_VERB_UPDATE) && !id_is_valid(cmd->id)) {
         seterr(err, errlen, "%s %s: invalid ID '%.60s' (1-128 of A-Z a-z 0-9 - . _ :, ending in "
                "a letter, digit or '-')", rn, vn, cmd->id);
@@ -553,6 +701,14 @@ static int check_command(struct pc_command *cmd, const char **words, size_t nwor
     if (cmd->verb == PC_VERB_CREATE && cmd->webhook_api_version != NULL &&
         cmd->webhook_url == NULL) {
         seterr(err, errlen, "--webhook-api-version needs --webhook-url");
+        return PROV_EINVAL;
+    }
+    if ((cmd->verb == PC_VERB_CREATE || cmd->verb == PC_VERB_UPDATE) &&
+        check_x509(cmd, err, errlen) != 0)
+        return PROV_EINVAL;
+    if ((cmd->verb == PC_VERB_UPLOAD || cmd->verb == PC_VERB_VERIFY) &&
+        cmd->cert_file[0] == NULL) {
+        seterr(err, errlen, "ca %s: --cert FILE is required", vn);
         return PROV_EINVAL;
     }
     if (cmd->verb == PC_VERB_UPDATE && !pc_has_changes(cmd)) {
@@ -668,13 +824,15 @@ int pc_parse_args(int argc, char **argv, const char *env_cs, const char *env_ca,
 static const char help_overview[] =
     "usage: provctl [global options] COMMAND SUBCOMMAND [ARGS] [options]\n"
     "\n"
-    "Manages enrollments, enrollment groups and registration records of a provd\n"
-    "(or Azure IoT Hub DPS) service API.\n"
+    "Manages enrollments, enrollment groups, registration records and CA\n"
+    "certificates of a provd (or Azure IoT Hub DPS) service API.\n"
     "\n"
     "commands:\n"
     "  enrollment create|update|show|list|delete   individual enrollments\n"
-    "  group create|update|show|list|delete        symmetric-key enrollment groups\n"
+    "  group create|update|show|list|delete        enrollment groups (symmetric key, X.509)\n"
     "  registration show|list|delete               device registration records\n"
+    "  ca upload|list|show|code|verify|delete      CA certificates and proof of possession\n"
+    "                                              (provd only)\n"
     "  help [COMMAND [SUBCOMMAND]]                 help on a command\n"
     "\n"
     "global options:\n"
@@ -695,7 +853,7 @@ static const char help_overview[] =
     "2 usage error.\n";
 
 static const char help_write_opts[] =
-    "  --symmetric-key         symmetric-key attestation (the default and only type)\n"
+    "  --symmetric-key         symmetric-key attestation (the default)\n"
     "  --primary-key K         primary key, base64 of 16-64 bytes\n"
     "  --secondary-key K       secondary key (a key not given is made by the server)\n"
     "  --hub HOST              an IoT hub to allocate to; repeat for several\n"
@@ -708,24 +866,48 @@ static const char help_write_opts[] =
     "  --initial-twin JSON     initial twin, e.g.\n"
     "                          '{\"tags\":{},\"properties\":{\"desired\":{}}}'\n";
 
+static const char help_x509_ind[] =
+    "  --x509                  X.509 attestation (implied by the two options below)\n"
+    "  --cert FILE             the device certificate (PEM or DER; never a key)\n"
+    "  --secondary-cert FILE   a second device certificate\n"
+    "  --thumbprint HEX        pin the device certificate by its SHA-1 or SHA-256\n"
+    "                          thumbprint instead of --cert\n";
+
+static const char help_x509_grp[] =
+    "  --x509                  X.509 attestation (implied by the options below)\n"
+    "  --signing-cert FILE     a CA certificate (root or intermediate) that signs\n"
+    "                          the devices' certificates, held in the group\n"
+    "  --secondary-signing-cert FILE  a second one\n"
+    "  --ca-ref NAME           instead: a CA certificate uploaded with 'provctl ca\n"
+    "                          upload' (it must pass proof of possession)\n"
+    "  --secondary-ca-ref NAME a second reference\n";
+
 static void help_write(FILE *f, enum pc_resource res, enum pc_verb verb)
 {
     const char *rn = pc_res_name(res);
     bool ind = res == PC_RES_ENROLLMENT;
 
     if (verb == PC_VERB_CREATE) {
-        fprintf(f, "usage: provctl %s create ID [options]\n\n", rn);
-        fprintf(f, "Creates %s.\nWithout key options the server generates the keys; they are\n"
-                "printed once, here (later: 'provctl %s show ID --keys').\n"
+        fprintf(f, "usage: provctl %s create ID [options]\n", rn);
+        if (ind)
+            fputs("       provctl enrollment create ID --x509 (--cert FILE [--secondary-cert "
+                  "FILE] |\n                                             --thumbprint HEX)\n", f);
+        else
+            fputs("       provctl group create ID --x509 (--signing-cert FILE\n"
+                  "           [--secondary-signing-cert FILE] | --ca-ref NAME "
+                  "[--secondary-ca-ref NAME])\n", f);
+        fprintf(f, "\nCreates %s.\nWithout key options the server generates the keys; they "
+                "are\nprinted once, here (later: 'provctl %s show ID --keys').\n"
                 "Refuses to replace an existing entity unless --etag is given.\n\noptions:\n",
-                ind ? "an individual enrollment" : "a symmetric-key enrollment group", rn);
+                ind ? "an individual enrollment" : "an enrollment group", rn);
     } else {
         fprintf(f, "usage: provctl %s update ID [options]\n\n", rn);
         fprintf(f, "Fetches the %s, applies the options given and writes it back\n"
                 "with If-Match, so a concurrent change fails with 412 instead of being lost.\n"
-                "Keys not given are kept.\n\noptions:\n", rn);
+                "Keys and certificates not given are kept.\n\noptions:\n", rn);
     }
     fputs(help_write_opts, f);
+    fputs(ind ? help_x509_ind : help_x509_grp, f);
     if (ind)
         fputs("  --device-id D           IoT hub device id (default: the registration id)\n",
               f);
@@ -745,6 +927,56 @@ void pc_print_help(FILE *f, enum pc_resource res, enum pc_verb verb)
               "see 'provctl --help'.\n", f);
 }
 
+static void help_ca(FILE *f, enum pc_verb verb)
+{
+    switch (verb) {
+    case PC_VERB_UPLOAD:
+        fputs("usage: provctl ca upload NAME --cert FILE [--verified] [--etag E]\n\n"
+              "Uploads a CA certificate (root or intermediate; PEM or DER, never a key)\n"
+              "under NAME (1-256 of A-Z a-z 0-9 - _ .). It starts unverified; --verified\n"
+              "marks it verified at once (you assert you hold its key). Replacing an\n"
+              "existing certificate needs --etag (see 'provctl ca show NAME').\n", f);
+        return;
+    case PC_VERB_LIST:
+        fputs("usage: provctl ca list\n\nLists the CA certificates of the ID scope.\n", f);
+        return;
+    case PC_VERB_SHOW:
+        fputs("usage: provctl ca show NAME\n\n"
+              "Shows a CA certificate: subject, expiry, thumbprint, verification.\n", f);
+        return;
+    case PC_VERB_CODE:
+        fputs("usage: provctl ca code NAME\n\n"
+              "Makes a new verification code for proof of possession and prints it.\n"
+              "Sign a certificate whose subject CN is the code with the CA's key, e.g.\n"
+              "  openssl req -new -key ca.key -subj \"/CN=$CODE\" -out v.csr\n"
+              "  openssl x509 -req -in v.csr -CA ca.pem -CAkey ca.key -days 1 -out v.pem\n"
+              "then run 'provctl ca verify NAME --cert v.pem'.\n", f);
+        return;
+    case PC_VERB_VERIFY:
+        fputs("usage: provctl ca verify NAME --cert FILE\n\n"
+              "Sends the verification certificate (subject CN = the code of 'provctl ca\n"
+              "code', signed by the CA's key); on success the CA is verified and enrollment\n"
+              "groups may reference it with --ca-ref.\n", f);
+        return;
+    case PC_VERB_DELETE:
+        fputs("usage: provctl ca delete NAME [--etag E]\n\n"
+              "Deletes a CA certificate (its current etag is fetched unless --etag is\n"
+              "given). Refused while an enrollment group references it.\n", f);
+        return;
+    default:
+        fputs("usage: provctl ca upload NAME --cert FILE [--verified] [--etag E]\n"
+              "       provctl ca list\n"
+              "       provctl ca show NAME\n"
+              "       provctl ca code NAME\n"
+              "       provctl ca verify NAME --cert FILE\n"
+              "       provctl ca delete NAME [--etag E]\n\n"
+              "CA certificates of the ID scope, with proof of possession (provd's admin\n"
+              "API, needs a policy with the ServiceConfig right).\n"
+              "'provctl help ca SUBCOMMAND' for details.\n", f);
+        return;
+    }
+}
+
 static void help_command(FILE *f, enum pc_resource res, enum pc_verb verb)
 {
     const char *rn = pc_res_name(res);
@@ -752,6 +984,9 @@ static void help_command(FILE *f, enum pc_resource res, enum pc_verb verb)
     switch (res) {
     case PC_RES_NONE:
         fputs(help_overview, f);
+        return;
+    case PC_RES_CA:
+        help_ca(f, verb);
         return;
     case PC_RES_ENROLLMENT:
     case PC_RES_GROUP:

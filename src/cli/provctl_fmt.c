@@ -84,18 +84,30 @@ static void put_hubs(FILE *f, const json_t *e)
     }
 }
 
-/* One certificate line for X.509 attestation (info only; bodies are never returned). */
+/*
+ * One certificate line for X.509 attestation (info only; bodies are never
+ * returned): subject, thumbprint, expiry; a thumbprint pin has no subject.
+ */
 static void put_cert(FILE *f, const char *label, const json_t *cert)
 {
     const json_t *info = json_object_get(cert, "info");
+    const char *subject = str_member(info, "subjectName");
+    const char *sha256 = str_member(info, "sha256Thumbprint");
+    const char *sha1 = str_member(info, "sha1Thumbprint");
 
     if (!json_is_object(cert))
         return;
     fprintf(f, "  %s: ", label);
-    put_safe(f, str_or(info, "subjectName", "(no info)"));
-    if (str_member(info, "sha256Thumbprint") != NULL) {
+    if (subject != NULL)
+        put_safe(f, subject);
+    else
+        fputs(sha256 != NULL || sha1 != NULL ? "pinned by thumbprint" : "(no info)", f);
+    if (sha256 != NULL) {
         fputs(", sha256 ", f);
-        put_safe(f, str_member(info, "sha256Thumbprint"));
+        put_safe(f, sha256);
+    } else if (sha1 != NULL) {
+        fputs(", sha1 ", f);
+        put_safe(f, sha1);
     }
     if (str_member(info, "notAfterUtc") != NULL) {
         fputs(", expires ", f);
@@ -288,6 +300,33 @@ int pc_print_keys(FILE *f, const json_t *att)
     return n;
 }
 
+void pc_print_ca(FILE *f, const json_t *c)
+{
+    const json_t *p = json_object_get(c, "properties");
+
+    fputs("ca ", f);
+    put_safe(f, str_or(c, "name", "?"));
+    fputs(json_is_true(json_object_get(p, "isVerified")) ? ": verified" : ": unverified", f);
+    fputs(", subject ", f);
+    put_safe(f, str_or(p, "subject", "-"));
+    fputc('\n', f);
+    fputs("  expires: ", f);
+    put_safe(f, str_or(p, "expiry", "-"));
+    fputs("\n  thumbprint: ", f);
+    put_safe(f, str_or(p, "thumbprint", "-"));
+    fputc('\n', f);
+    if (str_member(c, "etag") != NULL) {
+        fputs("  etag: ", f);
+        put_safe(f, str_member(c, "etag"));
+        fputc('\n', f);
+    }
+    fputs("  created: ", f);
+    put_safe(f, str_or(p, "created", "-"));
+    fputs(", updated: ", f);
+    put_safe(f, str_or(p, "updated", "-"));
+    fputc('\n', f);
+}
+
 /* ---- tables ----------------------------------------------------------- */
 
 #define MAX_COLS 5
@@ -304,7 +343,14 @@ static void row_cells(enum pc_resource res, const json_t *e, const char **cells,
 {
     const char *updated = short_time(str_member(e, "lastUpdatedDateTimeUtc"), tbuf, tlen);
 
-    if (res == PC_RES_REGISTRATION) {
+    if (res == PC_RES_CA) {
+        const json_t *p = json_object_get(e, "properties");
+
+        cells[0] = str_or(e, "name", "?");
+        cells[1] = json_is_true(json_object_get(p, "isVerified")) ? "yes" : "no";
+        cells[2] = str_or(p, "subject", "-");
+        cells[3] = str_or(p, "expiry", "-");
+    } else if (res == PC_RES_REGISTRATION) {
         cells[0] = str_or(e, "registrationId", "?");
         cells[1] = str_or(e, "status", "-");
         cells[2] = str_or(e, "assignedHub", "-");
@@ -346,6 +392,12 @@ void pc_print_list(FILE *f, enum pc_resource res, const json_t *arr)
         t.ncols = 5;
         memcpy(t.head, h, sizeof(h));
         noun = "registration";
+    } else if (res == PC_RES_CA) {
+        static const char *const h[] = {"NAME", "VERIFIED", "SUBJECT", "EXPIRES"};
+
+        t.ncols = 4;
+        memcpy(t.head, h, sizeof(h));
+        noun = "CA certificate";
     } else {
         static const char *const h[] = {"ID", "ATTESTATION", "STATUS", "UPDATED"};
 

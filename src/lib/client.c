@@ -136,7 +136,8 @@ static int check_options(const struct prov_options *o)
         lib_log(PROV_LOG_ERROR, "invalid id scope '%s'", o->id_scope ? o->id_scope : "");
         return PROV_EINVAL;
     }
-    if (o->registration_id == NULL || !id_is_valid(o->registration_id)) {
+    /* NULL is allowed: an X.509 certificate may give it later */
+    if (o->registration_id != NULL && !id_is_valid(o->registration_id)) {
         lib_log(PROV_LOG_ERROR,
                 "invalid registration id '%.140s': 1-128 of A-Z a-z 0-9 - . _ :, "
                 "ending with a letter, digit or '-'",
@@ -219,7 +220,8 @@ int prov_client_new(const struct prov_options *opt, struct prov_client **out)
     }
     if ((r = copy_payload(o.payload_json, &c->payload_json)) != 0)
         goto out;
-    if ((c->base_url = lib_build_url(c->host, c->id_scope, c->registration_id)) == NULL) {
+    if (c->registration_id != NULL &&
+        (c->base_url = lib_build_url(c->host, c->id_scope, c->registration_id)) == NULL) {
         r = PROV_ENOMEM;
         goto out;
     }
@@ -243,7 +245,24 @@ void prov_client_free(struct prov_client *c)
     free(c->ca_file);
     free(c->payload_json);
     free(c->base_url);
+    free(c->cert_file);
+    free(c->key_file);
     prov_freezero(c, sizeof(*c));
+}
+
+/* Keys need a registration id (SAS resource, group key derivation) and no certificate. */
+static int key_allowed(const struct prov_client *c, const char *what)
+{
+    if (c->cred == LIB_CRED_X509) {
+        lib_log(PROV_LOG_ERROR, "cannot set a %s: this client uses an X.509 certificate "
+                                "(one credential kind per client)", what);
+        return PROV_EINVAL;
+    }
+    if (c->registration_id == NULL) {
+        lib_log(PROV_LOG_ERROR, "cannot set a %s: the options have no registration id", what);
+        return PROV_EINVAL;
+    }
+    return 0;
 }
 
 /* A canonical base64 key of PROV_MIN_KEY_BYTES..PROV_MAX_KEY_BYTES bytes. */
@@ -282,11 +301,12 @@ int prov_client_set_symmetric_key(struct prov_client *c, const char *key_b64)
 
     if (c == NULL)
         return PROV_EINVAL;
-    if ((r = check_key("symmetric key", key_b64)) != 0)
+    if ((r = key_allowed(c, "symmetric key")) != 0 ||
+        (r = check_key("symmetric key", key_b64)) != 0)
         return r;
     prov_cleanse(c->key_b64, sizeof(c->key_b64));
     snprintf(c->key_b64, sizeof(c->key_b64), "%s", key_b64);
-    c->has_key = true;
+    c->cred = LIB_CRED_KEY;
     return 0;
 }
 
@@ -297,7 +317,7 @@ int prov_client_set_group_key(struct prov_client *c, const char *group_key_b64)
 
     if (c == NULL)
         return PROV_EINVAL;
-    if ((r = check_key("group key", group_key_b64)) != 0)
+    if ((r = key_allowed(c, "group key")) != 0 || (r = check_key("group key", group_key_b64)) != 0)
         return r;
     if ((r = derive_device_key(group_key_b64, c->registration_id, derived)) != 0) {
         lib_log(PROV_LOG_ERROR, "cannot derive the device key: %s", prov_strerror(r));
@@ -306,8 +326,67 @@ int prov_client_set_group_key(struct prov_client *c, const char *group_key_b64)
     prov_cleanse(c->key_b64, sizeof(c->key_b64));
     snprintf(c->key_b64, sizeof(c->key_b64), "%s", derived);
     prov_cleanse(derived, sizeof(derived));
-    c->has_key = true;
+    c->cred = LIB_CRED_KEY;
     lib_log(PROV_LOG_DEBUG, "device key derived from the group key for '%s'",
             c->registration_id);
     return 0;
+}
+
+int prov_client_set_x509(struct prov_client *c, const char *cert_file, const char *key_file)
+{
+    char *cn = NULL, *cert = NULL, *key = NULL, *url = NULL;
+    int chain_len = 0, r = PROV_EINTERNAL;
+
+    if (c == NULL)
+        return PROV_EINVAL;
+    if (c->cred == LIB_CRED_KEY) {
+        lib_log(PROV_LOG_ERROR, "cannot set an X.509 certificate: this client uses a symmetric "
+                                "key (one credential kind per client)");
+        return PROV_EINVAL;
+    }
+    if (cert_file == NULL || *cert_file == '\0' || key_file == NULL || *key_file == '\0') {
+        lib_log(PROV_LOG_ERROR, "no %s file given", cert_file == NULL || *cert_file == '\0' ?
+                                "certificate" : "private key");
+        return PROV_EINVAL;
+    }
+    if ((r = lib_x509_load(cert_file, key_file, &cn, &chain_len)) != 0)
+        goto out;
+    if (c->registration_id != NULL && !c->regid_from_cert && !str_ieq(c->registration_id, cn)) {
+        lib_log(PROV_LOG_ERROR, "registration id must equal the certificate's CN: '%s' is not "
+                "'%s' (the subject CN in '%s')", c->registration_id, cn, cert_file);
+        r = PROV_EINVAL;
+        goto out;
+    }
+    if ((cert = strdup(cert_file)) == NULL || (key = strdup(key_file)) == NULL) {
+        r = PROV_ENOMEM;
+        goto out;
+    }
+    if (c->registration_id == NULL || c->regid_from_cert) {
+        if ((url = lib_build_url(c->host, c->id_scope, cn)) == NULL) {
+            r = PROV_ENOMEM;
+            goto out;
+        }
+        free(c->registration_id);
+        free(c->base_url);
+        c->registration_id = cn;
+        c->base_url = url;
+        c->regid_from_cert = true;
+        cn = url = NULL; /* transferred */
+    }
+    free(c->cert_file);
+    free(c->key_file);
+    c->cert_file = cert;
+    c->key_file = key;
+    cert = key = NULL; /* transferred */
+    c->cred = LIB_CRED_X509;
+    lib_log(PROV_LOG_DEBUG, "X.509 credential for '%s': %d certificate%s in '%s', key in '%s'",
+            c->registration_id, chain_len, chain_len == 1 ? "" : "s", c->cert_file,
+            c->key_file);
+    r = 0;
+out:
+    free(cn);
+    free(cert);
+    free(key);
+    free(url);
+    return r;
 }

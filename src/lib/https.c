@@ -173,6 +173,33 @@ static int setup_handle(struct prov_client *c)
     return 0;
 }
 
+/*
+ * The TLS client certificate of an X.509 client (device protocol §4.3). With
+ * the OpenSSL backend, libcurl loads a PEM certificate file as a chain, so the
+ * intermediates after the leaf are sent too. Set before every registration:
+ * prov_client_set_x509 may have changed the files since the last one.
+ */
+static int apply_credential(struct prov_client *c)
+{
+    CURL *h = c->curl;
+    bool x509 = c->cred == LIB_CRED_X509;
+    CURLcode cc = CURLE_OK;
+
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_SSLCERT, x509 ? c->cert_file : (char *)NULL);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_SSLCERTTYPE, x509 ? "PEM" : (char *)NULL);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_SSLKEY, x509 ? c->key_file : (char *)NULL);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, x509 ? "PEM" : (char *)NULL);
+    if (cc != CURLE_OK) {
+        lib_log(PROV_LOG_ERROR, "libcurl setup failed: %s", curl_easy_strerror(cc));
+        return cc == CURLE_OUT_OF_MEMORY ? PROV_ENOMEM : PROV_EINTERNAL;
+    }
+    return 0;
+}
+
 /* Wipes the Authorization line before libcurl's list is freed. */
 static void free_headers(struct curl_slist *list)
 {
@@ -189,18 +216,21 @@ static int build_headers(struct prov_client *c, bool with_body, struct curl_slis
     int r = PROV_ENOMEM;
 
     *out = NULL;
-    snprintf(resource, sizeof(resource), "%s/registrations/%s", c->id_scope,
-             c->registration_id);
-    token = sas_build(resource, c->key_b64, "registration", (long long)time(NULL) +
-                      PROV_SAS_LIFETIME);
-    if (token == NULL) {
-        lib_log(PROV_LOG_ERROR, "cannot build the SAS token");
-        r = PROV_ECRYPTO;
-        goto out;
-    }
-    if (asprintf(&auth, "Authorization: %s", token) < 0) {
-        auth = NULL;
-        goto out;
+    /* an X.509 device authenticates in the TLS handshake only: no Authorization */
+    if (c->cred == LIB_CRED_KEY) {
+        snprintf(resource, sizeof(resource), "%s/registrations/%s", c->id_scope,
+                 c->registration_id);
+        token = sas_build(resource, c->key_b64, "registration", (long long)time(NULL) +
+                          PROV_SAS_LIFETIME);
+        if (token == NULL) {
+            lib_log(PROV_LOG_ERROR, "cannot build the SAS token");
+            r = PROV_ECRYPTO;
+            goto out;
+        }
+        if (asprintf(&auth, "Authorization: %s", token) < 0) {
+            auth = NULL;
+            goto out;
+        }
     }
     if ((t = curl_slist_append(list, "Accept: application/json")) == NULL)
         goto out;
@@ -215,9 +245,11 @@ static int build_headers(struct prov_client *c, bool with_body, struct curl_slis
     if ((t = curl_slist_append(list, "Expect:")) == NULL)
         goto out;
     list = t;
-    if ((t = curl_slist_append(list, auth)) == NULL)
-        goto out;
-    list = t;
+    if (auth != NULL) {
+        if ((t = curl_slist_append(list, auth)) == NULL)
+            goto out;
+        list = t;
+    }
     *out = list;
     list = NULL; /* transferred */
     r = 0;
@@ -291,9 +323,25 @@ static int exchange(struct prov_client *c, const char *url, const char *body,
                     PROV_MAX_BODY);
             r = PROV_EPROTO;
         } else {
+            const char *why = errbuf[0] ? errbuf : curl_easy_strerror(cc);
+            bool hint = false;
+
             r = map_curl_error(cc);
-            lib_log(PROV_LOG_ERROR, "%s '%s' failed: %s", body ? "PUT" : "GET", c->host,
-                    errbuf[0] ? errbuf : curl_easy_strerror(cc));
+            /*
+             * With TLS 1.3 a server checks the client certificate after the
+             * client has finished its side of the handshake, so a refusal
+             * shows up as a failed send or receive, often as a reset
+             * connection whose alert is lost.
+             */
+            if (c->cred == LIB_CRED_X509 && (cc == CURLE_SEND_ERROR || cc == CURLE_RECV_ERROR ||
+                                             cc == CURLE_GOT_NOTHING)) {
+                curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &new_conns);
+                if (strstr(why, " alert ") != NULL)
+                    r = PROV_ETLS;
+                hint = new_conns > 0;
+            }
+            lib_log(PROV_LOG_ERROR, "%s '%s' failed: %s%s", body ? "PUT" : "GET", c->host, why,
+                    hint ? " (the server may have refused the client certificate)" : "");
         }
         goto out;
     }
@@ -372,13 +420,13 @@ int prov_register(struct prov_client *c, struct prov_result **out)
         return PROV_EINVAL;
     }
     *out = NULL;
-    if (!c->has_key) {
-        lib_log(PROV_LOG_ERROR, "no credential set: call prov_client_set_symmetric_key or "
-                                "prov_client_set_group_key first");
+    if (c->cred == LIB_CRED_NONE || c->registration_id == NULL) {
+        lib_log(PROV_LOG_ERROR, "no credential set: call prov_client_set_symmetric_key, "
+                                "prov_client_set_group_key or prov_client_set_x509 first");
         return PROV_EINVAL;
     }
     deadline = now_ms() + (int64_t)c->timeout_seconds * 1000;
-    if ((r = setup_handle(c)) != 0)
+    if ((r = setup_handle(c)) != 0 || (r = apply_credential(c)) != 0)
         goto out;
     if (asprintf(&reg_url, "%s/register?api-version=" PROV_API_VERSION, c->base_url) < 0)
         reg_url = NULL;
@@ -386,8 +434,8 @@ int prov_register(struct prov_client *c, struct prov_result **out)
         r = PROV_ENOMEM;
         goto out;
     }
-    lib_log(PROV_LOG_INFO, "registering '%s' in scope '%s' at %s", c->registration_id,
-            c->id_scope, c->host);
+    lib_log(PROV_LOG_INFO, "registering '%s' in scope '%s' at %s (%s)", c->registration_id,
+            c->id_scope, c->host, c->cred == LIB_CRED_X509 ? "X.509" : "symmetric key");
 
     url = reg_url;
     for (;;) {

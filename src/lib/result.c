@@ -13,7 +13,9 @@ struct result_impl {
     struct prov_result pub;
     json_t *root;
     json_t *payload; /* borrowed from root */
+    json_t *x509;    /* borrowed from root: registrationState.x509 when an object */
     char *payload_json;
+    char *x509_json;
     char *state_json;
     char *response_json;
 };
@@ -58,6 +60,12 @@ static void fill_state(struct result_impl *r, json_t *rs)
     if (p->status == NULL)
         p->status = get_str(rs, "status");
     r->payload = json_object_get(rs, "payload");
+    if (json_is_object(json_object_get(rs, "x509")))
+        r->x509 = json_object_get(rs, "x509");
+    p->enrollment_group_id = get_str(r->x509, "enrollmentGroupId");
+    if (p->enrollment_group_id == NULL)
+        p->enrollment_group_id = get_str(json_object_get(rs, "symmetricKey"),
+                                         "enrollmentGroupId");
 }
 
 int lib_result_parse(int http_status, const char *body, size_t len, struct prov_result **out)
@@ -119,6 +127,13 @@ int lib_result_parse(int http_status, const char *body, size_t len, struct prov_
         }
         r->pub.payload_json = r->payload_json;
     }
+    if (r->x509 != NULL) {
+        if ((r->x509_json = json_dumps(r->x509, JSON_COMPACT)) == NULL) {
+            ret = PROV_ENOMEM;
+            goto out;
+        }
+        r->pub.x509_json = r->x509_json;
+    }
 done:
     *out = &r->pub;
     r = NULL; /* transferred */
@@ -166,6 +181,7 @@ void prov_result_free(struct prov_result *pub)
         return;
     json_decref(r->root);
     free(r->payload_json);
+    free(r->x509_json);
     free(r->state_json);
     free(r->response_json);
     free(r);
@@ -195,6 +211,10 @@ char *prov_result_to_json(const struct prov_result *pub)
         bad |= json_object_set_new(o, "errorCode", json_integer((json_int_t)pub->error_code));
     if (pub->error_message != NULL)
         bad |= set_str(o, "errorMessage", pub->error_message);
+    if (pub->enrollment_group_id != NULL)
+        bad |= set_str(o, "enrollmentGroupId", pub->enrollment_group_id);
+    if (r->x509 != NULL)
+        bad |= json_object_set(o, "x509", r->x509);
     if (bad == 0)
         text = json_dumps(o, JSON_COMPACT);
     json_decref(o);

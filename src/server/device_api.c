@@ -116,6 +116,11 @@ void device_api_handle(struct worker *w, struct http_request *req, struct http_r
     rr.registration_id = rid;
     rr.authorization = http_request_header(req, "Authorization");
     rr.body = body;
+    if (req->conn != NULL && req->conn->ssl != NULL) {
+        /* the TLS client certificate, for X.509 attestation (verified there, not by TLS) */
+        rr.peer_leaf = SSL_get0_peer_certificate(req->conn->ssl);
+        rr.peer_chain = SSL_get_peer_cert_chain(req->conn->ssl);
+    }
     switch (op) {
     case REGISTER: registration_register(&ctx, &rr, &reply); break;
     case POLL: registration_poll(&ctx, &rr, opid, &reply); break;

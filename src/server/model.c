@@ -13,6 +13,7 @@
 #include "../common/errors.h"
 #include "../common/limits.h"
 #include "../common/util.h"
+#include "x509.h"
 
 #define MAX_DEVICE_ID 128
 
@@ -279,39 +280,258 @@ out:
     return r;
 }
 
-static int check_cert_pair(const json_t *x509, const char *name, char *err, size_t errlen)
+/* ---- X.509 attestation ---- */
+
+/*
+ * A thumbprint as a client may write it (hex, any case, ':' or ' ' between
+ * bytes) normalised to upper-case hex without separators; `want` hex digits
+ * (40 for SHA-1, 64 for SHA-256). 0 or PROV_EINVAL.
+ */
+static int thumbprint_norm(const char *s, size_t want, char *out, size_t outlen)
+{
+    size_t n = 0;
+
+    if (outlen <= want)
+        return PROV_EINVAL;
+    for (; *s != '\0'; s++) {
+        char c = *s;
+
+        if (c == ':' || c == ' ')
+            continue;
+        if (c >= 'a' && c <= 'f')
+            c = (char)(c - 'a' + 'A');
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F')) || n == want)
+            return PROV_EINVAL;
+        out[n++] = c;
+    }
+    if (n != want)
+        return PROV_EINVAL;
+    out[n] = '\0';
+    return 0;
+}
+
+/* Slot of the stored x509 object of existing (when it is an X.509 entity), or NULL. */
+static const json_t *old_x509_slot(const json_t *existing, const char *kind, const char *slot)
+{
+    const json_t *oa = member(existing, "attestation");
+    const json_t *ot = member(oa, "type");
+
+    if (!json_is_string(ot) || strcmp(json_string_value(ot), "x509") != 0)
+        return NULL;
+    return member(member(member(oa, "x509"), kind), slot);
+}
+
+/*
+ * One X509CertificateWithInfo of a request, as stored:
+ *  - {"certificate": PEM or base64 DER} -> {"certificate": PEM, "info": x509_info}
+ *    (a client's own "info" is ignored: the server computes it);
+ *  - {"info": {...}} without a certificate where one is stored in the same
+ *    slot: "keep the stored certificate" (the Azure CLI sends info-only
+ *    objects for certificates it leaves alone); thumbprints the info carries
+ *    must match the stored certificate;
+ *  - pin (individual clientCertificates only): {"info": {"sha256Thumbprint"
+ *    and/or "sha1Thumbprint"}} with no certificate -> stored as
+ *    {"info": {<the given thumbprints, upper-case hex without separators>}};
+ *    the device's leaf must then match them. An info-only entry without
+ *    thumbprints keeps a stored pin.
+ */
+static int prepare_cert_entry(const char *kind, const char *slot, const json_t *entry,
+                              const json_t *old, bool allow_pin, bool require_ca, json_t **out,
+                              char *err, size_t errlen)
+{
+    static const char *const tp_names[] = {"sha256Thumbprint", "sha1Thumbprint"};
+    static const size_t tp_len[] = {64, 40};
+    const json_t *cert = member(entry, "certificate");
+    const json_t *info = member(entry, "info");
+    const json_t *old_cert = member(old, "certificate");
+    char tps[2][65];
+    bool have_tp[2] = {false, false};
+    const char *why = NULL;
+    X509 *x = NULL;
+    char *pem = NULL;
+    json_t *o = NULL, *in = NULL;
+    int r = PROV_ENOMEM;
+
+    *out = NULL;
+    if (!json_is_object(entry))
+        return fail(err, errlen, "attestation.x509.%s.%s must be an object", kind, slot);
+    if (cert != NULL) {
+        if (!json_is_string(cert) || json_string_length(cert) == 0)
+            return fail(err, errlen, "attestation.x509.%s.%s.certificate must be a string "
+                        "(PEM or base64 DER)", kind, slot);
+        if ((x = x509_parse_one(json_string_value(cert), &why)) == NULL)
+            return fail(err, errlen, "attestation.x509.%s.%s.certificate: %s", kind, slot,
+                        why != NULL ? why : "not a certificate");
+        if (require_ca && !x509_is_ca(x)) {
+            r = fail(err, errlen, "attestation.x509.%s.%s.certificate is not a CA certificate "
+                     "(a signing certificate needs basic constraints CA:TRUE)", kind, slot);
+            goto out;
+        }
+        if ((pem = x509_to_pem(x)) == NULL || (in = x509_info(x)) == NULL)
+            goto out;
+        o = json_pack("{s:s, s:O}", "certificate", pem, "info", in);
+        if (o == NULL)
+            goto out;
+        goto done;
+    }
+    if (info != NULL && !json_is_object(info))
+        return fail(err, errlen, "attestation.x509.%s.%s.info must be an object", kind, slot);
+    for (size_t i = 0; i < 2; i++) {
+        const json_t *v = member(info, tp_names[i]);
+
+        if (v == NULL)
+            continue;
+        if (!json_is_string(v) ||
+            thumbprint_norm(json_string_value(v), tp_len[i], tps[i], sizeof(tps[i])) != 0)
+            return fail(err, errlen, "attestation.x509.%s.%s.info.%s must be %zu hex digits",
+                        kind, slot, tp_names[i], tp_len[i]);
+        have_tp[i] = true;
+    }
+    if (json_is_string(old_cert)) {
+        /* keep the stored certificate; the thumbprints sent must be its own */
+        if ((x = x509_parse_one(json_string_value(old_cert), &why)) == NULL) {
+            r = fail(err, errlen, "attestation.x509.%s.%s: the stored certificate is unreadable; "
+                     "send the certificate", kind, slot);
+            goto out;
+        }
+        for (size_t i = 0; i < 2; i++) {
+            if (have_tp[i] && !x509_thumbprint_matches(x, tps[i])) {
+                r = fail(err, errlen, "attestation.x509.%s.%s.info.%s does not match the stored "
+                         "certificate; send the new certificate to replace it", kind, slot,
+                         tp_names[i]);
+                goto out;
+            }
+        }
+        if ((o = json_deep_copy(old)) == NULL)
+            goto out;
+        goto done;
+    }
+    if (allow_pin && (have_tp[0] || have_tp[1])) {
+        if ((in = json_object()) == NULL)
+            goto out;
+        for (size_t i = 0; i < 2; i++) {
+            if (have_tp[i] && json_object_set_new(in, tp_names[i], json_string(tps[i])) != 0)
+                goto out;
+        }
+        if ((o = json_pack("{s:O}", "info", in)) == NULL)
+            goto out;
+        goto done;
+    }
+    if (allow_pin && old != NULL && json_is_object(member(old, "info"))) {
+        /* an info-only round trip of a stored pin */
+        if ((o = json_deep_copy(old)) == NULL)
+            goto out;
+        goto done;
+    }
+    r = fail(err, errlen, "attestation.x509.%s.%s needs a certificate (PEM or base64 DER)%s",
+             kind, slot, allow_pin ? " or a sha256Thumbprint/sha1Thumbprint in info" : "");
+    goto out;
+done:
+    *out = o;
+    o = NULL;
+    r = 0;
+out:
+    json_decref(o);
+    json_decref(in);
+    free(pem);
+    X509_free(x);
+    return r;
+}
+
+/* A certificate pair (clientCertificates, signingCertificates) or caReferences, as stored. */
+static int prepare_x509_pair(const json_t *sub, const char *kind, const json_t *existing,
+                             bool allow_pin, bool require_ca, json_t *dst, char *err,
+                             size_t errlen)
 {
     static const char *const slots[] = {"primary", "secondary"};
-    const json_t *pair = member(x509, name);
+    const json_t *pair = member(sub, kind);
+    bool refs = strcmp(kind, "caReferences") == 0;
+    json_t *o;
+    int r;
 
-    if (pair == NULL)
-        return 0;
     if (!json_is_object(pair))
-        return fail(err, errlen, "attestation.x509.%s must be an object", name);
+        return fail(err, errlen, "attestation.x509.%s must be an object", kind);
     if (member(pair, "primary") == NULL)
-        return fail(err, errlen, "attestation.x509.%s.primary is required", name);
+        return fail(err, errlen, "attestation.x509.%s.primary is required", kind);
+    if ((o = json_object()) == NULL)
+        return PROV_ENOMEM;
     for (size_t i = 0; i < NELEM(slots); i++) {
         const json_t *c = member(pair, slots[i]);
+        json_t *entry = NULL;
 
         if (c == NULL)
             continue;
-        if (strcmp(name, "caReferences") == 0) {
-            if (!json_is_string(c) || json_string_length(c) == 0)
-                return fail(err, errlen, "attestation.x509.%s.%s must be a CA name", name,
-                            slots[i]);
-            continue;
+        if (refs) {
+            if (!json_is_string(c) || !model_ca_name_valid(json_string_value(c))) {
+                json_decref(o);
+                return fail(err, errlen, "attestation.x509.%s.%s must be a CA name (1 to %d "
+                            "letters, digits and - _ .)", kind, slots[i], MODEL_CA_NAME_MAX);
+            }
+            entry = json_string(json_string_value(c));
+        } else if ((r = prepare_cert_entry(kind, slots[i], c,
+                                           old_x509_slot(existing, kind, slots[i]), allow_pin,
+                                           require_ca, &entry, err, errlen)) != 0) {
+            json_decref(o);
+            return r;
         }
-        if (!json_is_object(c))
-            return fail(err, errlen, "attestation.x509.%s.%s must be an object", name,
-                        slots[i]);
-        if (member(c, "certificate") != NULL && !json_is_string(member(c, "certificate")))
-            return fail(err, errlen, "attestation.x509.%s.%s.certificate must be a string", name,
-                        slots[i]);
-        if (member(c, "certificate") == NULL && member(c, "info") == NULL)
-            return fail(err, errlen, "attestation.x509.%s.%s needs a certificate", name,
-                        slots[i]);
+        if (entry == NULL || json_object_set_new(o, slots[i], entry) != 0) {
+            json_decref(o);
+            return PROV_ENOMEM;
+        }
     }
-    return 0;
+    return json_object_set_new(dst, kind, o) == 0 ? 0 : PROV_ENOMEM;
+}
+
+/*
+ * attestation.x509: individual enrollments take clientCertificates (the
+ * device's own certificate, or its thumbprint); groups take exactly one of
+ * signingCertificates (CA certificates held in the group) and caReferences
+ * (names in the scope's CA store; their existence is checked by the service
+ * layer, which has the store).
+ */
+static int prepare_x509(enum store_kind kind, const json_t *sub, const json_t *existing,
+                        json_t *att, char *err, size_t errlen)
+{
+    static const char *const kinds[] = {"clientCertificates", "signingCertificates",
+                                        "caReferences"};
+    bool has_client = member(sub, kinds[0]) != NULL;
+    bool has_signing = member(sub, kinds[1]) != NULL;
+    bool has_refs = member(sub, kinds[2]) != NULL;
+    json_t *x = NULL;
+    int r = PROV_ENOMEM;
+
+    if (sub == NULL)
+        return fail(err, errlen, "attestation.x509 is required for type x509");
+    if (!has_client && !has_signing && !has_refs)
+        return fail(err, errlen, "attestation.x509 needs clientCertificates, "
+                                 "signingCertificates or caReferences");
+    if (kind == STORE_ENROLLMENT && (has_signing || has_refs))
+        return fail(err, errlen, "attestation.x509.%s is for enrollment groups; an individual "
+                    "enrollment takes clientCertificates", has_signing ? kinds[1] : kinds[2]);
+    if (kind == STORE_ENROLLMENT && !has_client)
+        return fail(err, errlen, "attestation.x509.clientCertificates is required");
+    if (kind == STORE_GROUP && has_client)
+        return fail(err, errlen, "attestation.x509.clientCertificates is for individual "
+                    "enrollments; a group takes signingCertificates or caReferences");
+    if (kind == STORE_GROUP && has_signing && has_refs)
+        return fail(err, errlen, "attestation.x509 takes signingCertificates or caReferences, "
+                                 "not both");
+    if ((x = json_object()) == NULL)
+        return PROV_ENOMEM;
+    for (size_t i = 0; i < NELEM(kinds); i++) {
+        if (member(sub, kinds[i]) == NULL)
+            continue;
+        if ((r = prepare_x509_pair(sub, kinds[i], existing, i == 0, i == 1, x, err,
+                                   errlen)) != 0)
+            goto out;
+    }
+    if ((r = copy_other_members(x, sub, kinds, NELEM(kinds))) != 0)
+        goto out;
+    r = json_object_set_new(att, "x509", x) == 0 ? 0 : PROV_ENOMEM;
+    x = NULL;
+out:
+    json_decref(x);
+    return r;
 }
 
 static int prepare_attestation(enum store_kind kind, const json_t *body, const json_t *existing,
@@ -374,25 +594,7 @@ static int prepare_attestation(enum store_kind kind, const json_t *body, const j
         if (json_object_set_new(att, "tpm", json_deep_copy(sub)) != 0)
             goto out;
     } else if (strcmp(type, "x509") == 0) {
-        static const char *const kinds[] = {"clientCertificates", "signingCertificates",
-                                            "caReferences"};
-        bool any = false;
-
-        if (sub == NULL) {
-            r = fail(err, errlen, "attestation.x509 is required for type x509");
-            goto out;
-        }
-        for (size_t i = 0; i < NELEM(kinds); i++) {
-            if ((r = check_cert_pair(sub, kinds[i], err, errlen)) != 0)
-                goto out;
-            any = any || member(sub, kinds[i]) != NULL;
-        }
-        if (!any) {
-            r = fail(err, errlen, "attestation.x509 needs clientCertificates, "
-                                  "signingCertificates or caReferences");
-            goto out;
-        }
-        if (json_object_set_new(att, "x509", json_deep_copy(sub)) != 0)
+        if ((r = prepare_x509(kind, sub, existing, att, err, errlen)) != 0)
             goto out;
     } else if (strcmp(type, "symmetricKey") == 0) {
         if ((r = prepare_symmetric_key(sub, existing, att, err, errlen)) != 0)
@@ -801,8 +1003,12 @@ oom:
 json_t *model_attestation(const json_t *stored)
 {
     const json_t *a = json_object_get(stored, "attestation");
+    json_t *o = json_is_object(a) ? json_deep_copy(a) : NULL;
 
-    return json_is_object(a) ? json_deep_copy(a) : NULL;
+    /* X.509: info only, as DPS (certificates are not secrets, but not echoed either) */
+    if (o != NULL)
+        drop_certificates(json_object_get(o, "x509"));
+    return o;
 }
 
 bool model_reprovision_explicit(const json_t *stored)
@@ -932,4 +1138,350 @@ void model_json_free(json_t *doc)
         wipe_string(json_object_get(sk, "secondaryKey"));
     }
     json_decref(doc);
+}
+
+/* ---- X.509: shared certificates and CA references ---- */
+
+/* The certificate entries (objects) of an X.509 entity's client or signing pairs. */
+static size_t cert_entries(const json_t *doc, const json_t *out[4])
+{
+    static const char *const pairs[] = {"clientCertificates", "signingCertificates"};
+    static const char *const slots[] = {"primary", "secondary"};
+    const json_t *att = json_object_get(doc, "attestation");
+    const json_t *x = json_object_get(att, "x509");
+    const char *type = json_string_value(json_object_get(att, "type"));
+    size_t n = 0;
+
+    if (type == NULL || strcmp(type, "x509") != 0)
+        return 0;
+    for (size_t i = 0; i < NELEM(pairs); i++) {
+        for (size_t k = 0; k < NELEM(slots); k++) {
+            const json_t *e = json_object_get(json_object_get(x, pairs[i]), slots[k]);
+
+            if (json_is_object(e))
+                out[n++] = e;
+        }
+    }
+    return n;
+}
+
+/* Same certificate: by SHA-256 when both entries know it, else by SHA-1. */
+static const char *same_cert(const json_t *a, const json_t *b)
+{
+    const json_t *ia = json_object_get(a, "info");
+    const json_t *ib = json_object_get(b, "info");
+    static const char *const names[] = {"sha256Thumbprint", "sha1Thumbprint"};
+
+    for (size_t i = 0; i < NELEM(names); i++) {
+        const char *ta = json_string_value(json_object_get(ia, names[i]));
+        const char *tb = json_string_value(json_object_get(ib, names[i]));
+
+        if (ta != NULL && tb != NULL)
+            return str_ieq(ta, tb) ? ta : NULL;
+    }
+    return NULL;
+}
+
+bool model_x509_shares_certificate(const json_t *a, const json_t *b, char *thumbprint,
+                                   size_t tplen)
+{
+    const json_t *ea[4], *eb[4];
+    size_t na = cert_entries(a, ea), nb = cert_entries(b, eb);
+
+    for (size_t i = 0; i < na; i++) {
+        for (size_t k = 0; k < nb; k++) {
+            const char *tp = same_cert(ea[i], eb[k]);
+
+            if (tp != NULL) {
+                if (thumbprint != NULL && tplen > 0)
+                    snprintf(thumbprint, tplen, "%s", tp);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+size_t model_x509_ca_references(const json_t *doc, const char *names[2])
+{
+    const json_t *att = json_object_get(doc, "attestation");
+    const json_t *refs = json_object_get(json_object_get(att, "x509"), "caReferences");
+    const char *type = json_string_value(json_object_get(att, "type"));
+    size_t n = 0;
+
+    if (type == NULL || strcmp(type, "x509") != 0)
+        return 0;
+    if (json_string_value(json_object_get(refs, "primary")) != NULL)
+        names[n++] = json_string_value(json_object_get(refs, "primary"));
+    if (json_string_value(json_object_get(refs, "secondary")) != NULL)
+        names[n++] = json_string_value(json_object_get(refs, "secondary"));
+    return n;
+}
+
+bool model_references_ca(const json_t *doc, const char *name)
+{
+    const char *names[2];
+    size_t n = model_x509_ca_references(doc, names);
+
+    for (size_t i = 0; i < n; i++) {
+        if (str_ieq(names[i], name))
+            return true;
+    }
+    return false;
+}
+
+/* ---- CA certificates ---- */
+
+bool model_ca_name_valid(const char *name)
+{
+    size_t len = name != NULL ? strlen(name) : 0;
+
+    if (len == 0 || len > MODEL_CA_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (era arithmetic). */
+static long days_from_civil(long y, long m, long d)
+{
+    long era, yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static bool digits(const char *s, size_t n, long *out)
+{
+    long v = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+int model_rfc1123(const char *t, char *out, size_t outlen)
+{
+    static const char *const wdays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    long y, mo, d, h, mi, s, wd;
+    const char *p;
+
+    if (t == NULL || strlen(t) < 20 || t[4] != '-' || t[7] != '-' || t[10] != 'T' ||
+        t[13] != ':' || t[16] != ':' || !digits(t, 4, &y) || !digits(t + 5, 2, &mo) ||
+        !digits(t + 8, 2, &d) || !digits(t + 11, 2, &h) || !digits(t + 14, 2, &mi) ||
+        !digits(t + 17, 2, &s))
+        return PROV_EINVAL;
+    p = t + 19;
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            ;
+    }
+    if (strcmp(p, "Z") != 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+        s > 60)
+        return PROV_EINVAL;
+    wd = (days_from_civil(y, mo, d) % 7 + 11) % 7; /* 1970-01-01 was a Thursday */
+    snprintf(out, outlen, "%s, %02ld %s %04ld %02ld:%02ld:%02ld GMT", wdays[wd],
+             d, months[mo - 1], y, h, mi, s);
+    return 0;
+}
+
+static X509 *ca_stored_cert(const json_t *stored)
+{
+    const char *pem = json_string_value(json_object_get(stored, MODEL_CA_PEM));
+    const char *why;
+
+    return pem != NULL ? x509_parse_one(pem, &why) : NULL;
+}
+
+const char *model_ca_code(const json_t *stored)
+{
+    return json_string_value(
+        json_object_get(json_object_get(stored, MODEL_PRIVATE), MODEL_CA_CODE));
+}
+
+static int ca_set_code(json_t *doc, const char *code)
+{
+    json_t *priv = json_object_get(doc, MODEL_PRIVATE);
+
+    if (code == NULL) {
+        json_object_del(doc, MODEL_PRIVATE);
+        return 0;
+    }
+    if (!json_is_object(priv)) {
+        if (json_object_set_new(doc, MODEL_PRIVATE, json_object()) != 0)
+            return PROV_ENOMEM;
+        priv = json_object_get(doc, MODEL_PRIVATE);
+    }
+    return json_object_set_new(priv, MODEL_CA_CODE, json_string(code)) == 0 ? 0 : PROV_ENOMEM;
+}
+
+int model_ca_prepare(const char *name, const json_t *body, const json_t *existing, json_t **out,
+                     char *err, size_t errlen)
+{
+    const json_t *cert = member(body, "certificate");
+    const json_t *verified = member(body, "isVerified");
+    X509 *x = NULL, *old = NULL;
+    char *pem = NULL;
+    json_t *doc = NULL;
+    bool same, is_verified;
+    int r = PROV_ENOMEM;
+    const char *why = NULL;
+
+    *out = NULL;
+    if (!json_is_object(body))
+        return fail(err, errlen, "the body must be a JSON object");
+    if (cert == NULL)
+        return fail(err, errlen, "certificate is required (PEM or base64 DER)");
+    if (!json_is_string(cert) || json_string_length(cert) == 0)
+        return fail(err, errlen, "certificate must be a string (PEM or base64 DER)");
+    if (verified != NULL && !json_is_boolean(verified))
+        return fail(err, errlen, "isVerified must be a boolean");
+    if ((x = x509_parse_one(json_string_value(cert), &why)) == NULL)
+        return fail(err, errlen, "certificate: %s", why != NULL ? why : "not a certificate");
+    if (!x509_is_ca(x)) {
+        r = fail(err, errlen, "the certificate is not a CA certificate (basic constraints "
+                 "CA:TRUE is required)");
+        goto out;
+    }
+    if ((pem = x509_to_pem(x)) == NULL)
+        goto out;
+    old = existing != NULL ? ca_stored_cert(existing) : NULL;
+    same = old != NULL && X509_cmp(old, x) == 0;
+    /* a new certificate starts unverified; the same one keeps its state unless told */
+    if (verified != NULL)
+        is_verified = json_is_true(verified);
+    else
+        is_verified = same && json_is_true(json_object_get(existing, "isVerified"));
+    doc = json_pack("{s:s, s:s, s:b}", "name", name, MODEL_CA_PEM, pem, "isVerified",
+                    is_verified);
+    if (doc == NULL)
+        goto out;
+    if (same && !is_verified && model_ca_code(existing) != NULL &&
+        (r = ca_set_code(doc, model_ca_code(existing))) != 0)
+        goto out;
+    *out = doc;
+    doc = NULL;
+    r = 0;
+out:
+    json_decref(doc);
+    free(pem);
+    X509_free(x);
+    X509_free(old);
+    return r;
+}
+
+int model_ca_new_code(json_t *stored, char code[MODEL_CA_CODE_LEN + 1])
+{
+    uint8_t raw[MODEL_CA_CODE_LEN / 2];
+    int r;
+
+    if ((r = random_bytes(raw, sizeof(raw))) != 0)
+        return r;
+    hex_encode(raw, sizeof(raw), code, true);
+    return ca_set_code(stored, code);
+}
+
+int model_ca_verify(json_t *stored, const json_t *body, time_t now, char *err, size_t errlen)
+{
+    const json_t *cert = member(body, "certificate");
+    const char *code = model_ca_code(stored);
+    const char *why = NULL;
+    X509 *ca = NULL, *proof = NULL;
+    int r;
+
+    if (!json_is_object(body))
+        return fail(err, errlen, "the body must be a JSON object");
+    if (cert == NULL || !json_is_string(cert) || json_string_length(cert) == 0)
+        return fail(err, errlen, "certificate (the verification certificate, PEM or base64 "
+                    "DER) is required");
+    if (code == NULL) {
+        fail(err, errlen, "no verification code is pending for this certificate; call "
+             "generateVerificationCode first");
+        return PROV_EAUTH;
+    }
+    if ((proof = x509_parse_one(json_string_value(cert), &why)) == NULL)
+        return fail(err, errlen, "certificate: %s", why != NULL ? why : "not a certificate");
+    if ((ca = ca_stored_cert(stored)) == NULL) {
+        X509_free(proof);
+        fail(err, errlen, "the stored CA certificate is unreadable");
+        return PROV_EINTERNAL;
+    }
+    r = x509_verify_pop(ca, proof, code, now, &why);
+    X509_free(ca);
+    X509_free(proof);
+    if (r != 0) {
+        fail(err, errlen, "proof of possession failed: %s",
+             why != NULL ? why : "the verification certificate was refused");
+        return PROV_EAUTH;
+    }
+    if (json_object_set_new(stored, "isVerified", json_true()) != 0)
+        return PROV_ENOMEM;
+    return ca_set_code(stored, NULL);
+}
+
+json_t *model_ca_render(const json_t *stored, const char *etag, const char *created,
+                        const char *updated, bool with_code)
+{
+    const char *name = json_string_value(json_object_get(stored, "name"));
+    X509 *x = ca_stored_cert(stored);
+    json_t *info = NULL, *props = NULL, *o = NULL;
+    unsigned char *der = NULL;
+    char *b64 = NULL, *id = NULL;
+    char sha1[41], expiry[64], c1123[64], u1123[64];
+    int derlen;
+    size_t idlen;
+
+    if (x == NULL || name == NULL || (info = x509_info(x)) == NULL)
+        goto out;
+    if ((derlen = i2d_X509(x, &der)) <= 0 ||
+        (b64 = b64_encode_alloc(der, (size_t)derlen)) == NULL)
+        goto out;
+    x509_sha1_thumbprint(x, sha1);
+    if (model_rfc1123(json_string_value(json_object_get(info, "notAfterUtc")), expiry,
+                      sizeof(expiry)) != 0)
+        snprintf(expiry, sizeof(expiry), "%s", "");
+    if (created == NULL || model_rfc1123(created, c1123, sizeof(c1123)) != 0)
+        c1123[0] = '\0';
+    if (updated == NULL || model_rfc1123(updated, u1123, sizeof(u1123)) != 0)
+        u1123[0] = '\0';
+    props = json_pack("{s:s*, s:s, s:s, s:b, s:s, s:s, s:s}", "subject",
+                      json_string_value(json_object_get(info, "subjectName")), "expiry", expiry,
+                      "thumbprint", sha1, "isVerified",
+                      json_is_true(json_object_get(stored, "isVerified")), "certificate", b64,
+                      "created", c1123, "updated", u1123);
+    if (props == NULL)
+        goto out;
+    if (with_code && model_ca_code(stored) != NULL &&
+        json_object_set_new(props, "verificationCode", json_string(model_ca_code(stored))) != 0)
+        goto out;
+    idlen = strlen("/certificates/") + strlen(name) + 1;
+    if ((id = malloc(idlen)) == NULL)
+        goto out;
+    snprintf(id, idlen, "/certificates/%s", name);
+    o = json_pack("{s:s, s:s, s:s, s:s*, s:O}", "id", id, "name", name, "type", MODEL_CA_TYPE,
+                  "etag", etag, "properties", props);
+out:
+    free(id);
+    free(b64);
+    OPENSSL_free(der);
+    json_decref(props);
+    json_decref(info);
+    X509_free(x);
+    return o;
 }

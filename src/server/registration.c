@@ -13,15 +13,9 @@
 #include "../common/util.h"
 #include "../store/store.h"
 #include "alloc.h"
+#include "attest.h"
 
 #define LOG_MODULE "registration"
-
-/* What attestation found: the enrollment (individual or group) the device proved. */
-struct attest_match {
-    json_t *enrollment;   /* owned */
-    bool is_group;
-    char group_id[PROV_MAX_REG_ID + 1]; /* as stored */
-};
 
 void reg_reply_release(struct reg_reply *reply)
 {
@@ -29,8 +23,16 @@ void reg_reply_release(struct reg_reply *reply)
     reply->body = NULL;
 }
 
-static void __attribute__((format(printf, 4, 5)))
-fail(struct reg_reply *reply, int code, const char *message, const char *detail_fmt, ...)
+void attest_match_release(struct attest_match *m)
+{
+    json_decref(m->enrollment);
+    json_decref(m->x509);
+    m->enrollment = NULL;
+    m->x509 = NULL;
+}
+
+void attest_fail(struct reg_reply *reply, int code, const char *message, const char *detail_fmt,
+                 ...)
 {
     va_list ap;
 
@@ -96,7 +98,7 @@ static bool check_group(const struct sas_token *tok, const json_t *grp, const ch
            check_group_key(tok, json_str(sk, "secondaryKey"), rid);
 }
 
-static json_t *load_doc(const struct store_doc *doc)
+json_t *attest_load_doc(const struct store_doc *doc)
 {
     json_error_t e;
     json_t *j = json_loads(doc->json, 0, &e);
@@ -120,7 +122,7 @@ struct group_scan {
 static int scan_group(void *arg, const struct store_doc *doc)
 {
     struct group_scan *gs = arg;
-    json_t *g = load_doc(doc);
+    json_t *g = attest_load_doc(doc);
 
     gs->seen++;
     snprintf(gs->last_id, sizeof(gs->last_id), "%s", doc->id);
@@ -151,7 +153,7 @@ static int find_group(struct reg_ctx *ctx, const struct reg_request *req,
     r = st->ops->registration_get(st, req->scope, req->registration_id, &reg);
     if (r == 0 && reg.group_id != NULL &&
         st->ops->enrollment_get(st, req->scope, STORE_GROUP, reg.group_id, &grp) == 0) {
-        json_t *g = load_doc(&grp);
+        json_t *g = attest_load_doc(&grp);
 
         if (g != NULL && check_group(tok, g, req->registration_id)) {
             m->enrollment = g;
@@ -190,8 +192,8 @@ static int find_group(struct reg_ctx *ctx, const struct reg_request *req,
  * Unknown enrollments and wrong keys get the same answer, so a caller without
  * a key cannot probe which registration ids exist.
  */
-static int attest(struct reg_ctx *ctx, const struct reg_request *req, struct attest_match *m,
-                  struct reg_reply *reply)
+static int attest_symkey(struct reg_ctx *ctx, const struct reg_request *req,
+                         struct attest_match *m, struct reg_reply *reply)
 {
     struct store *st = ctx->store;
     struct sas_token tok;
@@ -203,29 +205,29 @@ static int attest(struct reg_ctx *ctx, const struct reg_request *req, struct att
 
     memset(m, 0, sizeof(*m));
     if (req->authorization == NULL) {
-        fail(reply, DPS_UNAUTHORIZED,
+        attest_fail(reply, DPS_UNAUTHORIZED,
              "missing Authorization: a SharedAccessSignature token is required",
              "no authorization header");
         return -1;
     }
     if (sas_parse(req->authorization, &tok, &why) != 0) {
-        fail(reply, DPS_UNAUTHORIZED, "malformed SharedAccessSignature token",
+        attest_fail(reply, DPS_UNAUTHORIZED, "malformed SharedAccessSignature token",
              "malformed token: %s", why);
         return -1;
     }
     snprintf(expected, sizeof(expected), "%s/registrations/%s", req->scope, req->registration_id);
     if (!str_ieq(tok.sr, expected)) {
-        fail(reply, DPS_UNAUTHORIZED, "token audience (sr) does not match this registration",
+        attest_fail(reply, DPS_UNAUTHORIZED, "token audience (sr) does not match this registration",
              "token sr '%.100s' is not '%.100s'", tok.sr, expected);
         goto refused;
     }
     if (tok.se + PROV_SAS_SKEW_SECONDS <= now) {
-        fail(reply, DPS_UNAUTHORIZED, "token expired", "token expired at %lld (now %lld)", tok.se,
+        attest_fail(reply, DPS_UNAUTHORIZED, "token expired", "token expired at %lld (now %lld)", tok.se,
              now);
         goto refused;
     }
     if (tok.has_skn && strcmp(tok.skn, "registration") != 0) {
-        fail(reply, DPS_UNAUTHORIZED, "token key name (skn) must be 'registration'",
+        attest_fail(reply, DPS_UNAUTHORIZED, "token key name (skn) must be 'registration'",
              "token skn is not 'registration'");
         goto refused;
     }
@@ -233,24 +235,24 @@ static int attest(struct reg_ctx *ctx, const struct reg_request *req, struct att
     r = st->ops->enrollment_get(st, req->scope, STORE_ENROLLMENT, req->registration_id, &doc);
     if (r == 0) {
         /* an individual enrollment decides, whatever groups exist */
-        json_t *e = load_doc(&doc);
+        json_t *e = attest_load_doc(&doc);
         const char *type;
 
         store_doc_release(&doc);
         if (e == NULL) {
-            fail(reply, DPS_INTERNAL, "internal error", "unreadable enrollment");
+            attest_fail(reply, DPS_INTERNAL, "internal error", "unreadable enrollment");
             goto refused;
         }
         type = json_str(json_object_get(e, "attestation"), "type");
         if (type == NULL || !str_ieq(type, "symmetricKey")) {
-            fail(reply, DPS_UNAUTHORIZED, "registration not authorized",
+            attest_fail(reply, DPS_UNAUTHORIZED, "registration not authorized",
                  "individual enrollment uses %s attestation, device sent a SAS token",
                  type ? type : "no");
             json_decref(e);
             goto refused;
         }
         if (!check_symkey(&tok, e)) {
-            fail(reply, DPS_UNAUTHORIZED, "registration not authorized",
+            attest_fail(reply, DPS_UNAUTHORIZED, "registration not authorized",
                  "signature does not match the individual enrollment's keys");
             json_decref(e);
             goto refused;
@@ -259,20 +261,20 @@ static int attest(struct reg_ctx *ctx, const struct reg_request *req, struct att
     } else if (r == PROV_ENOTFOUND) {
         r = find_group(ctx, req, &tok, m);
         if (r == PROV_ENOTFOUND) {
-            fail(reply, DPS_UNAUTHORIZED, "registration not authorized",
+            attest_fail(reply, DPS_UNAUTHORIZED, "registration not authorized",
                  "no enrollment or enrollment group key matches");
             goto refused;
         }
         if (r != 0) {
-            fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
+            attest_fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
             goto refused;
         }
     } else {
-        fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
+        attest_fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
         goto refused;
     }
     if (!enrollment_enabled(m->enrollment)) {
-        fail(reply, DPS_ENROLLMENT_DISABLED,
+        attest_fail(reply, DPS_ENROLLMENT_DISABLED,
              m->is_group ? "enrollment group is disabled" : "enrollment is disabled",
              "%s%s is disabled", m->is_group ? "enrollment group " : "enrollment ",
              m->is_group ? m->group_id : req->registration_id);
@@ -285,6 +287,19 @@ static int attest(struct reg_ctx *ctx, const struct reg_request *req, struct att
 refused:
     prov_cleanse(&tok, sizeof(tok));
     return -1;
+}
+
+/*
+ * A SAS token means symmetric-key attestation; no token and a TLS client
+ * certificate means X.509. (TPM comes with its own request member.)
+ */
+static int attest(struct reg_ctx *ctx, const struct reg_request *req, struct attest_match *m,
+                  struct reg_reply *reply)
+{
+    memset(m, 0, sizeof(*m));
+    if (req->authorization == NULL && req->peer_leaf != NULL)
+        return attest_x509(ctx, req, m, reply);
+    return attest_symkey(ctx, req, m, reply);
 }
 
 static const struct cfg_hub *find_hub(const struct config *cfg, const char *host)
@@ -341,12 +356,12 @@ static const struct cfg_hub *allocate(struct reg_ctx *ctx, const struct reg_requ
     int i;
 
     if (n == 0) {
-        fail(reply, DPS_HUB_NOT_SPECIFIED, "no linked hub is available for this enrollment",
+        attest_fail(reply, DPS_HUB_NOT_SPECIFIED, "no linked hub is available for this enrollment",
              "no candidate hub");
         return NULL;
     }
     if (policy != NULL && str_ieq(policy, "custom")) {
-        fail(reply, DPS_ALLOCATION_UNSUPPORTED, "custom allocation is not supported yet",
+        attest_fail(reply, DPS_ALLOCATION_UNSUPPORTED, "custom allocation is not supported yet",
              "custom allocation policy");
         return NULL;
     }
@@ -406,15 +421,15 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
 
     r = st->ops->registration_get(st, req->scope, req->registration_id, &prev);
     if (r == 0)
-        prev_state = load_doc(&prev);
+        prev_state = attest_load_doc(&prev);
     else if (r != PROV_ENOTFOUND) {
-        fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
+        attest_fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
         goto out;
     }
 
     time_now_rfc3339(now, sizeof(now));
     if (uuid_v4(etag) != 0 || make_operation_id(opid, sizeof(opid)) != 0) {
-        fail(reply, DPS_INTERNAL, "internal error", "no randomness");
+        attest_fail(reply, DPS_INTERNAL, "internal error", "no randomness");
         goto out;
     }
     if (m.is_group)
@@ -463,7 +478,9 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
         /* the device's payload comes back to it (a custom-allocation webhook may replace it) */
         if (state != NULL && json_is_object(payload))
             json_object_set(state, "payload", (json_t *)payload);
-        if (state != NULL && m.is_group)
+        if (state != NULL && m.x509 != NULL)
+            json_object_set(state, "x509", m.x509);
+        else if (state != NULL && m.is_group)
             json_object_set_new(state, "symmetricKey",
                                 json_pack("{s:s}", "enrollmentGroupId", m.group_id));
     }
@@ -473,7 +490,7 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
     state_text = state ? json_dumps(state, JSON_COMPACT) : NULL;
     op_text = op ? json_dumps(op, JSON_COMPACT) : NULL;
     if (state_text == NULL || op_text == NULL) {
-        fail(reply, DPS_INTERNAL, "internal error", "out of memory");
+        attest_fail(reply, DPS_INTERNAL, "internal error", "out of memory");
         goto out;
     }
     regdoc.id = (char *)req->registration_id;
@@ -489,7 +506,7 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
     r = st->ops->registration_commit(st, req->scope, &regdoc, &opdoc,
                                      (long long)time(NULL) + PROV_OPERATION_TTL_SECONDS);
     if (r != 0) {
-        fail(reply, DPS_INTERNAL, "internal error", "store commit: %s", prov_strerror(r));
+        attest_fail(reply, DPS_INTERNAL, "internal error", "store commit: %s", prov_strerror(r));
         goto out;
     }
     if (hub != NULL)
@@ -502,14 +519,14 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
                             "assigning", "registrationState", "registrationId",
                             req->registration_id, "status", "assigning");
     if (reply->body == NULL)
-        fail(reply, DPS_INTERNAL, "internal error", "out of memory");
+        attest_fail(reply, DPS_INTERNAL, "internal error", "out of memory");
 out:
     free(state_text);
     free(op_text);
     json_decref(state);
     json_decref(op);
     json_decref(prev_state);
-    json_decref(m.enrollment);
+    attest_match_release(&m);
     store_doc_release(&prev);
 }
 
@@ -526,22 +543,22 @@ void registration_poll(struct reg_ctx *ctx, const struct reg_request *req,
     memset(reply, 0, sizeof(*reply));
     if (attest(ctx, req, &m, reply) != 0)
         return;
-    json_decref(m.enrollment);
+    attest_match_release(&m);
     r = st->ops->operation_get(st, req->scope, operation_id, (long long)time(NULL), &op);
     if (r == PROV_ENOTFOUND || (r == 0 && !str_ieq(op.id, req->registration_id))) {
-        fail(reply, DPS_OPERATION_NOT_FOUND, "operation not found",
+        attest_fail(reply, DPS_OPERATION_NOT_FOUND, "operation not found",
              "operation %.80s not found for this registration", operation_id);
         store_doc_release(&op);
         return;
     }
     if (r != 0) {
-        fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
+        attest_fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
         return;
     }
-    doc = load_doc(&op);
+    doc = attest_load_doc(&op);
     store_doc_release(&op);
     if (doc == NULL) {
-        fail(reply, DPS_INTERNAL, "internal error", "unreadable operation");
+        attest_fail(reply, DPS_INTERNAL, "internal error", "unreadable operation");
         return;
     }
     status = json_str(doc, "status");
@@ -565,21 +582,21 @@ void registration_status(struct reg_ctx *ctx, const struct reg_request *req,
     memset(reply, 0, sizeof(*reply));
     if (attest(ctx, req, &m, reply) != 0)
         return;
-    json_decref(m.enrollment);
+    attest_match_release(&m);
     r = st->ops->registration_get(st, req->scope, req->registration_id, &reg);
     if (r == PROV_ENOTFOUND) {
-        fail(reply, DPS_REGISTRATION_NOT_FOUND, "device has not registered",
+        attest_fail(reply, DPS_REGISTRATION_NOT_FOUND, "device has not registered",
              "no registration record");
         return;
     }
     if (r != 0) {
-        fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
+        attest_fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
         return;
     }
-    reply->body = load_doc(&reg);
+    reply->body = attest_load_doc(&reg);
     store_doc_release(&reg);
     if (reply->body == NULL) {
-        fail(reply, DPS_INTERNAL, "internal error", "unreadable registration record");
+        attest_fail(reply, DPS_INTERNAL, "internal error", "unreadable registration record");
         return;
     }
     reply->status = 200;

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 
 #include <jansson.h>
+#include <openssl/x509.h>
 
 #include "config.h"
 
@@ -33,7 +34,8 @@ enum dps_device_error {
     DPS_ALLOCATION_UNSUPPORTED = 400009,
     DPS_HUB_NOT_SPECIFIED = 400208,  /* the C SDK knows this one */
     DPS_UNAUTHORIZED = 401002,
-    DPS_ENROLLMENT_DISABLED = 403001,
+    DPS_CERTIFICATE_REFUSED = 401004, /* X.509: the message names the element and why */
+    DPS_ENROLLMENT_DISABLED = 401003, /* told only after the device proved its credential */
     DPS_OPERATION_NOT_FOUND = 404002,
     DPS_REGISTRATION_NOT_FOUND = 404204,
     DPS_UNKNOWN_SCOPE = 404205,
@@ -51,13 +53,15 @@ struct reg_request {
     const char *registration_id; /* decoded and validated (id_is_valid) */
     const char *authorization;   /* SAS token as sent, or NULL */
     const json_t *body;          /* the DeviceRegistration object (borrowed), or NULL */
+    X509 *peer_leaf;             /* TLS client certificate (borrowed), or NULL */
+    STACK_OF(X509) *peer_chain;  /* further certificates the client sent (borrowed), or NULL */
 };
 
 struct reg_reply {
     int status;          /* 200, 202, or an error status */
     int error_code;      /* six-digit DPS code when status >= 400 */
-    char message[256];   /* for the device; never secrets */
-    char detail[256];    /* for the log only (may say more than the device may learn) */
+    char message[512];   /* for the device; never secrets */
+    char detail[512];    /* for the log only (may say more than the device may learn) */
     json_t *body;        /* success document, owned: release with reg_reply_release */
     int retry_after;     /* seconds, when > 0 */
 };

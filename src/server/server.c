@@ -271,6 +271,37 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_enable(hc->bev, EV_READ | EV_WRITE);
 }
 
+/*
+ * The workers share each address through SO_REUSEPORT, which would also let a
+ * second provd join the same address silently and split its traffic. A probe
+ * bind without SO_REUSEPORT fails when anything listens there already.
+ */
+static int probe_address(const struct cfg_listen *l, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    int fd, one = 1, rc;
+
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    rc = getaddrinfo(l->host, l->port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "--listen %s:%s: %s", l->host, l->port, gai_strerror(rc));
+        return PROV_EINVAL;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    rc = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+         bind(fd, res->ai_addr, res->ai_addrlen) == 0;
+    if (!rc)
+        snprintf(err, errlen, "--listen %s:%s: %s", l->host, l->port,
+                 errno == EADDRINUSE ? "address already in use (is another provd running?)"
+                                     : strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return rc ? 0 : PROV_EIO;
+}
+
 static evutil_socket_t bind_socket(const struct cfg_listen *l, char *err, size_t errlen)
 {
     struct addrinfo hints = {0}, *res = NULL;
@@ -366,6 +397,10 @@ int server_start(struct server *srv, char *err, size_t errlen)
         return PROV_EINVAL;
     }
     snprintf(srv->store_path, sizeof(srv->store_path), "%s/provd.db", cfg->data_dir);
+    for (size_t k = 0; k < cfg->nlisten; k++) {
+        if (probe_address(&cfg->listen[k], err, errlen) != 0)
+            return PROV_EIO;
+    }
     srv->workers = calloc((size_t)n, sizeof(*srv->workers));
     if (srv->workers == NULL)
         return PROV_ENOMEM;

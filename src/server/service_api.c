@@ -27,7 +27,13 @@
  *    the work anyway, and per-item processing needs no larger transaction.
  *    "delete" honours an item's etag when it carries one.
  *  - At most PROV_MAX_SYMKEY_GROUPS symmetric-key groups per scope: the device
- *    side finds a device's group by trying every symmetric-key group.
+ *    side finds a device's group by trying every symmetric-key group; and at
+ *    most MODEL_MAX_X509_GROUPS X.509 groups (the DPS limit).
+ *  - X.509 (model.c validates and normalises the certificates): a group's
+ *    caReferences must name CA certificates of the scope when written (their
+ *    verification is judged at registration); a certificate (by thumbprint)
+ *    may be in only one individual enrollment, and a signing certificate in
+ *    only one group, of a scope: 409 (409002) otherwise.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -182,6 +188,92 @@ static int embed_registration_state(struct svc_ctx *c, json_t *entity, const cha
     return 0;
 }
 
+/* ---- X.509 checks that need the store ---- */
+
+struct cert_scan {
+    const json_t *doc;      /* the entity being written */
+    const char *id;         /* its id (skipped in the scan) */
+    bool failed;            /* a stored document did not parse */
+    bool found;
+    char other[PROV_MAX_REG_ID + 1];
+    char thumbprint[65];
+    char last[PROV_MAX_REG_ID + 1];
+};
+
+static int cert_scan_one(void *arg, const struct store_doc *d)
+{
+    struct cert_scan *cs = arg;
+    json_t *other;
+
+    snprintf(cs->last, sizeof(cs->last), "%s", d->id != NULL ? d->id : "");
+    str_lower(cs->last);
+    if (d->id == NULL || str_ieq(d->id, cs->id))
+        return 0;
+    if ((other = parse_stored(d)) == NULL) {
+        cs->failed = true;
+        return 1;
+    }
+    if (model_x509_shares_certificate(cs->doc, other, cs->thumbprint, sizeof(cs->thumbprint))) {
+        cs->found = true;
+        snprintf(cs->other, sizeof(cs->other), "%s", d->id);
+    }
+    json_decref(other);
+    return cs->found ? 1 : 0;
+}
+
+/*
+ * An X.509 entity about to be stored: its CA references must name CA
+ * certificates of the scope, and its certificates must not be in another
+ * entity of the same kind ("a certificate can be specified in only one
+ * enrollment entry"). Check-then-write: two concurrent writers of the same
+ * certificate may both pass (the store has no uniqueness index on it).
+ */
+static int check_x509(struct svc_ctx *c, const char *id, const json_t *doc, struct svc_fail *f)
+{
+    struct cert_scan cs = {.doc = doc, .id = id};
+    const char *names[2];
+    size_t n = model_x509_ca_references(doc, names);
+    bool more = false;
+    int r;
+
+    for (size_t i = 0; i < n; i++) {
+        struct store_doc ca = {0};
+
+        r = c->st->ops->enrollment_get(c->st, c->scope, STORE_CA, names[i], &ca);
+        store_doc_release(&ca);
+        if (r == PROV_ENOTFOUND) {
+            set_fail(f, SVC_ERR_INVALID_BODY, "unknown CA certificate '%s' (upload it with "
+                     "PUT /certificates/%s first)", names[i], names[i]);
+            return PROV_EINVAL;
+        }
+        if (r != 0) {
+            store_fail(f, r, "CA certificate lookup");
+            return r;
+        }
+    }
+    do {
+        r = c->st->ops->enrollment_list(c->st, c->scope, c->kind, "x509",
+                                        cs.last[0] ? cs.last : NULL, PROV_DEFAULT_PAGE,
+                                        cert_scan_one, &cs, &more);
+        if (r != 0) {
+            store_fail(f, r, "enrollment listing");
+            return r;
+        }
+        if (cs.failed) {
+            set_fail(f, SVC_ERR_INTERNAL, "internal error: a stored %s is corrupt",
+                     kind_name(c->kind));
+            return PROV_ESTORE;
+        }
+    } while (more && !cs.found);
+    if (cs.found) {
+        set_fail(f, SVC_ERR_CERT_IN_USE, "the certificate with thumbprint %s is already in %s "
+                 "'%s'; a certificate may be in only one %s", cs.thumbprint, kind_name(c->kind),
+                 cs.other, kind_name(c->kind));
+        return PROV_EEXISTS;
+    }
+    return 0;
+}
+
 /* ---- create or replace (PUT and bulk) ---- */
 
 struct put_args {
@@ -247,23 +339,26 @@ static int put_entity(struct svc_ctx *c, const struct put_args *a, json_t **rend
         set_fail(f, SVC_ERR_INTERNAL, "internal error: %s", prov_strerror(r));
         goto out;
     }
-    if (c->kind == STORE_GROUP && strcmp(att, "symmetricKey") == 0 &&
-        !(have_old && old.attestation != NULL && strcmp(old.attestation, "symmetricKey") == 0)) {
-        long n = 0;
+    if (c->kind == STORE_GROUP &&
+        (strcmp(att, "symmetricKey") == 0 || strcmp(att, "x509") == 0) &&
+        !(have_old && old.attestation != NULL && strcmp(old.attestation, att) == 0)) {
+        bool symkey = strcmp(att, "symmetricKey") == 0;
+        long n = 0, max = symkey ? PROV_MAX_SYMKEY_GROUPS : MODEL_MAX_X509_GROUPS;
 
-        r = c->st->ops->enrollment_count(c->st, c->scope, STORE_GROUP, "symmetricKey", &n);
+        r = c->st->ops->enrollment_count(c->st, c->scope, STORE_GROUP, att, &n);
         if (r != 0) {
             store_fail(f, r, "enrollment count");
             goto out;
         }
-        if (n >= PROV_MAX_SYMKEY_GROUPS) {
-            set_fail(f, SVC_ERR_QUOTA,
-                     "an ID scope holds at most %d symmetric-key enrollment groups",
-                     PROV_MAX_SYMKEY_GROUPS);
+        if (n >= max) {
+            set_fail(f, SVC_ERR_QUOTA, "an ID scope holds at most %ld %s enrollment groups",
+                     max, symkey ? "symmetric-key" : "X.509");
             r = PROV_ELIMIT;
             goto out;
         }
     }
+    if (strcmp(att, "x509") == 0 && (r = check_x509(c, a->id, doc, f)) != 0)
+        goto out;
     if ((r = uuid_v4(etag)) != 0) {
         set_fail(f, SVC_ERR_INTERNAL, "internal error: no randomness");
         goto out;
@@ -863,31 +958,31 @@ static bool decode_id(struct svc_ctx *c, const char *raw)
     return true;
 }
 
-static bool pick_scope(struct svc_ctx *c)
+const char *service_pick_scope(struct worker *w, struct http_request *req,
+                               struct http_response *resp)
 {
     char buf[PROV_MAX_SCOPE + 1];
-    int n = http_query_param(c->req, "idScope", buf, sizeof(buf));
+    const char *scope;
+    int n = http_query_param(req, "idScope", buf, sizeof(buf));
 
     if (n == PROV_ENOTFOUND) {
-        if (c->w->cfg->nscopes == 0) {
-            http_response_error(c->resp, c->req, SVC_ERR_SCOPE_NOT_FOUND,
-                                "no ID scope is configured");
-            return false;
+        if (w->cfg->nscopes == 0) {
+            http_response_error(resp, req, SVC_ERR_SCOPE_NOT_FOUND, "no ID scope is configured");
+            return NULL;
         }
-        c->scope = c->w->cfg->scopes[0];
-        return true;
+        return w->cfg->scopes[0];
     }
     if (n < 0) {
-        http_response_error(c->resp, c->req, SVC_ERR_BAD_REQUEST,
+        http_response_error(resp, req, SVC_ERR_BAD_REQUEST,
                             "the idScope query parameter is malformed or too long");
-        return false;
+        return NULL;
     }
-    if ((c->scope = config_find_scope(c->w->cfg, buf)) == NULL) {
-        http_response_error(c->resp, c->req, SVC_ERR_SCOPE_NOT_FOUND,
+    if ((scope = config_find_scope(w->cfg, buf)) == NULL) {
+        http_response_error(resp, req, SVC_ERR_SCOPE_NOT_FOUND,
                             "idScope names no ID scope of this service");
-        return false;
+        return NULL;
     }
-    return true;
+    return scope;
 }
 
 void service_api_handle(struct worker *w, struct http_request *req, struct http_response *resp,
@@ -906,7 +1001,7 @@ void service_api_handle(struct worker *w, struct http_request *req, struct http_
         http_response_error(resp, req, SVC_ERR_UNAUTHORIZED, "%s", why);
         return;
     }
-    if (!pick_scope(&c))
+    if ((c.scope = service_pick_scope(w, req, resp)) == NULL)
         return;
     if (rt.raw_id != NULL && !decode_id(&c, rt.raw_id))
         return;

@@ -26,6 +26,7 @@
 enum store_kind {
     STORE_ENROLLMENT = 0, /* individual enrollment, id = registration id */
     STORE_GROUP = 1,      /* enrollment group, id = enrollment group id */
+    STORE_CA = 2,         /* CA certificate (proof of possession), id = certificate name */
 };
 
 /* A stored document. Strings are heap-owned; release with store_doc_release(). */

@@ -251,7 +251,8 @@ case_unknown_enrollment()
 case_disabled()
 {
     put_register dev-off "$(device_sas "$KEY_OFF" dev-off)" '{"registrationId":"dev-off"}'
-    expect_error 403 "${expect_error_args[@]}"
+    expect_error 401 "${expect_error_args[@]}" || return 1
+    grep -q '"errorCode": *401003' "$T/body" || fail "expected errorCode 401003 (disabled)"
 }
 
 case_disabled_wrong_key()
@@ -341,7 +342,7 @@ add_case "tampered signature or expiry -> 401" case_tampered
 add_case "signature over another form of sr (decoded vs encoded) -> 401" case_sr_form_mismatch
 add_case "SAS for another registration id / wrong key -> 401" case_other_regid
 add_case "unknown enrollment -> 401" case_unknown_enrollment
-add_case "disabled enrollment with the right key -> 403" case_disabled
+add_case "disabled enrollment with the right key -> 401 401003" case_disabled
 add_case "disabled enrollment with a wrong key -> 401" case_disabled_wrong_key
 add_case "registration id of 129 characters -> 400" case_id_too_long
 add_case "registration ids with bad characters -> 400" case_id_bad_chars

@@ -6,6 +6,9 @@
  * check what goes on the wire (paths, encoding, headers, SAS token, body,
  * connection reuse) and how each answer is handled (202 polling, immediate
  * 200, 401/404/400 errors, 429 retry, failed status, timeouts, TLS failures).
+ * For X.509 the fake requests a client certificate and records the chain the
+ * client presented; the device certificates (root, intermediate, leaves) are
+ * made at test time too.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,6 +19,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +32,7 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -69,6 +74,7 @@ struct step {
 struct req {
     char method[16];
     char target[1024];
+    bool has_auth; /* an Authorization header was sent (even an empty one) */
     char auth[1024];
     char content_type[128];
     char accept[128];
@@ -76,11 +82,26 @@ struct req {
 };
 
 #define MAX_REQS 16
+#define MAX_PEER_CERTS 4
+
+/* How the fake treats client certificates. */
+enum fake_tls {
+    FAKE_NO_CLIENT_CERT = 0, /* does not ask for one */
+    FAKE_REQUEST_CERT,       /* asks, accepts any certificate or none (as provd does) */
+    /* asks, and fails the handshake unless the certificate chains to srv_cert: */
+    FAKE_REFUSE,             /* then reads until the client closes, so the alert arrives */
+    FAKE_REFUSE_RESET,       /* then closes at once (unread data: the kernel sends a reset) */
+    FAKE_REFUSE_TLS12,       /* like FAKE_REFUSE, TLS 1.2 at most */
+};
 
 struct fake {
     int lfd;
     int port;
     SSL_CTX *ctx;
+    enum fake_tls tls;
+    /* client certificate of the last handshake: subject CNs, leaf first */
+    int peer_certs;
+    char peer_cn[MAX_PEER_CERTS][128];
     const struct step *steps;
     int nsteps;
     int next;
@@ -97,6 +118,35 @@ static char tmp_dir[128];
 static EVP_PKEY *srv_key;
 static X509 *srv_cert;
 
+/*
+ * Device PKI for the X.509 tests, also made by setup_pki: a root CA, an
+ * intermediate CA it signed, and leaves the intermediate signed. Every leaf
+ * but one uses the same device key; the files are named after what is in them.
+ */
+#define DEV_CN "x509-device-01"
+#define DEV2_CN "x509-device-02"
+#define INTERMEDIATE_CN "Test Intermediate CA"
+#define ROOT_CN "Test Root CA"
+enum dev_file {
+    F_CHAIN,       /* leaf DEV_CN + intermediate */
+    F_LEAF,        /* leaf DEV_CN alone */
+    F_FULL_CHAIN,  /* leaf DEV_CN + intermediate + root */
+    F_KEY,         /* the device key, PKCS#8 */
+    F_KEY_TRAD,    /* the device key, traditional "EC PRIVATE KEY" */
+    F_KEY_ENC,     /* the device key, encrypted */
+    F_OTHER_KEY,   /* a key of no certificate here */
+    F_LEAF2,       /* leaf DEV2_CN, device key */
+    F_NO_CN,       /* leaf with O= only, device key */
+    F_BAD_CN,      /* leaf whose CN is not a valid registration id, device key */
+    F_BAD_SECOND,  /* leaf DEV_CN, then a CERTIFICATE block that does not decode */
+    F_KEY_IN_CERT, /* the device key, then leaf DEV_CN + intermediate (one file for both) */
+    F_GARBAGE,     /* text, no PEM */
+    F_EMPTY,       /* zero bytes */
+    F_MISSING,     /* never created */
+    F_COUNT
+};
+static char dev_path[F_COUNT][256];
+
 static int add_ext(X509 *cert, int nid, const char *value)
 {
     X509V3_CTX v3;
@@ -110,6 +160,137 @@ static int add_ext(X509 *cert, int nid, const char *value)
     X509_add_ext(cert, ext, -1);
     X509_EXTENSION_free(ext);
     return 0;
+}
+
+/*
+ * A certificate for key, signed by issuer_key (issuer NULL: self-signed).
+ * cn NULL gives a subject without CN. NULL on failure.
+ */
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
+                       bool ca, long serial)
+{
+    X509 *cert = X509_new();
+    X509_NAME *name;
+
+    if (cert == NULL)
+        return NULL;
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), serial);
+    X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+    X509_set_pubkey(cert, key);
+    name = X509_get_subject_name(cert);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"provd tests", -1,
+                               -1, 0);
+    if (cn != NULL)
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
+                                   0);
+    X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name);
+    if (add_ext(cert, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE") !=
+            0 ||
+        (!ca && add_ext(cert, NID_ext_key_usage, "clientAuth") != 0) ||
+        X509_sign(cert, issuer_key != NULL ? issuer_key : key, EVP_sha256()) == 0) {
+        X509_free(cert);
+        return NULL;
+    }
+    return cert;
+}
+
+/* Writes up to three certificates and a text tail as one PEM file. */
+static int write_certs(enum dev_file which, X509 *a, X509 *b, X509 *c, const char *tail)
+{
+    FILE *f = fopen(dev_path[which], "w");
+    int ok;
+
+    if (f == NULL)
+        return -1;
+    ok = (a == NULL || PEM_write_X509(f, a) == 1) && (b == NULL || PEM_write_X509(f, b) == 1) &&
+         (c == NULL || PEM_write_X509(f, c) == 1) && (tail == NULL || fputs(tail, f) >= 0);
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static int write_key(enum dev_file which, EVP_PKEY *key, bool traditional, const char *pass)
+{
+    BIO *bio = BIO_new_file(dev_path[which], "w");
+    int ok;
+
+    if (bio == NULL)
+        return -1;
+    if (traditional)
+        ok = PEM_write_bio_PrivateKey_traditional(bio, key, NULL, NULL, 0, NULL, NULL);
+    else if (pass != NULL)
+        ok = PEM_write_bio_PrivateKey(bio, key, EVP_aes_256_cbc(), (const unsigned char *)pass,
+                                      (int)strlen(pass), NULL, NULL);
+    else
+        ok = PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL);
+    BIO_free(bio);
+    return ok == 1 ? 0 : -1;
+}
+
+static int setup_device_pki(void)
+{
+    static const char *const names[F_COUNT] = {
+        "chain.pem", "leaf.pem", "full-chain.pem", "key.pem", "key-trad.pem", "key-enc.pem",
+        "other-key.pem", "leaf2.pem", "no-cn.pem", "bad-cn.pem", "bad-second.pem",
+        "key-and-chain.pem", "garbage.pem", "empty.pem", "missing.pem",
+    };
+    /* a CERTIFICATE block whose content is not a certificate */
+    static const char *const broken =
+        "-----BEGIN CERTIFICATE-----\nTm90IGEgY2VydGlmaWNhdGUgYXQgYWxs\n-----END CERTIFICATE-----\n";
+    EVP_PKEY *root_key = EVP_EC_gen("P-256"), *int_key = EVP_EC_gen("P-256");
+    EVP_PKEY *dev_key = EVP_EC_gen("P-256"), *other_key = EVP_EC_gen("P-256");
+    X509 *root = NULL, *inter = NULL, *leaf = NULL, *leaf2 = NULL, *no_cn = NULL,
+         *bad_cn = NULL;
+    FILE *f;
+    int r = -1;
+
+    for (int i = 0; i < F_COUNT; i++)
+        snprintf(dev_path[i], sizeof(dev_path[i]), "%s/%s", tmp_dir, names[i]);
+    if (root_key == NULL || int_key == NULL || dev_key == NULL || other_key == NULL)
+        goto out;
+    root = make_cert(ROOT_CN, root_key, NULL, NULL, true, 10);
+    inter = make_cert(INTERMEDIATE_CN, int_key, root, root_key, true, 11);
+    leaf = make_cert(DEV_CN, dev_key, inter, int_key, false, 12);
+    leaf2 = make_cert(DEV2_CN, dev_key, inter, int_key, false, 13);
+    no_cn = make_cert(NULL, dev_key, inter, int_key, false, 14);
+    bad_cn = make_cert("bad id!", dev_key, inter, int_key, false, 15);
+    if (root == NULL || inter == NULL || leaf == NULL || leaf2 == NULL || no_cn == NULL ||
+        bad_cn == NULL)
+        goto out;
+    if (write_certs(F_CHAIN, leaf, inter, NULL, NULL) != 0 ||
+        write_certs(F_LEAF, leaf, NULL, NULL, NULL) != 0 ||
+        write_certs(F_FULL_CHAIN, leaf, inter, root, NULL) != 0 ||
+        write_certs(F_LEAF2, leaf2, NULL, NULL, NULL) != 0 ||
+        write_certs(F_NO_CN, no_cn, NULL, NULL, NULL) != 0 ||
+        write_certs(F_BAD_CN, bad_cn, NULL, NULL, NULL) != 0 ||
+        write_certs(F_BAD_SECOND, leaf, NULL, NULL, broken) != 0 ||
+        write_certs(F_GARBAGE, NULL, NULL, NULL, "not a certificate\n") != 0 ||
+        write_certs(F_EMPTY, NULL, NULL, NULL, NULL) != 0 ||
+        write_key(F_KEY, dev_key, false, NULL) != 0 ||
+        write_key(F_KEY_TRAD, dev_key, true, NULL) != 0 ||
+        write_key(F_KEY_ENC, dev_key, false, "secret") != 0 ||
+        write_key(F_OTHER_KEY, other_key, false, NULL) != 0 ||
+        write_key(F_KEY_IN_CERT, dev_key, false, NULL) != 0)
+        goto out;
+    if ((f = fopen(dev_path[F_KEY_IN_CERT], "a")) == NULL)
+        goto out;
+    PEM_write_X509(f, leaf);
+    PEM_write_X509(f, inter);
+    if (fclose(f) != 0)
+        goto out;
+    r = 0;
+out:
+    X509_free(root);
+    X509_free(inter);
+    X509_free(leaf);
+    X509_free(leaf2);
+    X509_free(no_cn);
+    X509_free(bad_cn);
+    EVP_PKEY_free(root_key);
+    EVP_PKEY_free(int_key);
+    EVP_PKEY_free(dev_key);
+    EVP_PKEY_free(other_key);
+    return r;
 }
 
 /* A self-signed P-256 certificate for IP 127.0.0.1, written as the CA file. */
@@ -145,12 +326,14 @@ static int setup_pki(void **state)
         return -1;
     PEM_write_X509(f, srv_cert);
     fclose(f);
-    return 0;
+    return setup_device_pki();
 }
 
 static int teardown_pki(void **state)
 {
     (void)state;
+    for (int i = 0; i < F_COUNT; i++)
+        unlink(dev_path[i]);
     unlink(ca_path);
     rmdir(tmp_dir);
     X509_free(srv_cert);
@@ -158,8 +341,11 @@ static int teardown_pki(void **state)
     return 0;
 }
 
-/* Copies header value name (case-insensitive) from the header block into dst. */
-static void get_header(const char *head, const char *name, char *dst, size_t dstlen)
+/*
+ * Copies header value name (case-insensitive) from the header block into dst.
+ * Returns whether the header was there.
+ */
+static bool get_header(const char *head, const char *name, char *dst, size_t dstlen)
 {
     size_t nlen = strlen(name);
     const char *p = strstr(head, "\r\n");
@@ -170,17 +356,18 @@ static void get_header(const char *head, const char *name, char *dst, size_t dst
         const char *end = strstr(line, "\r\n");
 
         if (end == NULL)
-            return;
+            return false;
         if (strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
             const char *v = line + nlen + 1;
 
             while (*v == ' ')
                 v++;
             snprintf(dst, dstlen, "%.*s", (int)(end - v), v);
-            return;
+            return true;
         }
         p = end;
     }
+    return false;
 }
 
 /* Reads one request; 0, or -1 when the client closed the connection. */
@@ -203,7 +390,7 @@ static int read_request(SSL *ssl, struct req *rq)
     }
     sscanf(buf, "%15s %1023s", rq->method, rq->target);
     hend[2] = '\0';
-    get_header(buf, "Authorization", rq->auth, sizeof(rq->auth));
+    rq->has_auth = get_header(buf, "Authorization", rq->auth, sizeof(rq->auth));
     get_header(buf, "Content-Type", rq->content_type, sizeof(rq->content_type));
     get_header(buf, "Accept", rq->accept, sizeof(rq->accept));
     get_header(buf, "Content-Length", cl, sizeof(cl));
@@ -263,6 +450,32 @@ static int send_step(SSL *ssl, const struct step *st)
     return r;
 }
 
+static void cert_cn(X509 *cert, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, out, (int)outlen);
+}
+
+/* Records what the client presented: the leaf, then the rest of its chain. */
+static void record_peer(struct fake *f, SSL *ssl)
+{
+    X509 *leaf = SSL_get0_peer_certificate(ssl);
+    STACK_OF(X509) *rest = SSL_get_peer_cert_chain(ssl); /* server side: without the leaf */
+
+    f->peer_certs = 0;
+    memset(f->peer_cn, 0, sizeof(f->peer_cn));
+    if (leaf == NULL)
+        return;
+    cert_cn(leaf, f->peer_cn[0], sizeof(f->peer_cn[0]));
+    f->peer_certs = 1;
+    for (int i = 0; rest != NULL && i < sk_X509_num(rest); i++) {
+        if (f->peer_certs < MAX_PEER_CERTS)
+            cert_cn(sk_X509_value(rest, i), f->peer_cn[f->peer_certs],
+                    sizeof(f->peer_cn[0]));
+        f->peer_certs++;
+    }
+}
+
 static void serve_conn(struct fake *f, int fd)
 {
     static const struct step exhausted = {500, NULL, "{\"message\":\"script exhausted\"}"};
@@ -276,6 +489,7 @@ static void serve_conn(struct fake *f, int fd)
     if (SSL_accept(ssl) == 1) {
         struct req rq;
 
+        record_peer(f, ssl);
         while (read_request(ssl, &rq) == 0) {
             const struct step *st = f->next < f->nsteps ? &f->steps[f->next] : &exhausted;
 
@@ -286,6 +500,12 @@ static void serve_conn(struct fake *f, int fd)
                 break;
         }
         SSL_shutdown(ssl);
+    } else if (f->tls == FAKE_REFUSE || f->tls == FAKE_REFUSE_TLS12) {
+        char buf[4096];
+
+        shutdown(fd, SHUT_WR);
+        while (read(fd, buf, sizeof(buf)) > 0)
+            continue;
     }
     SSL_free(ssl);
 }
@@ -309,7 +529,15 @@ static void *fake_main(void *arg)
     return NULL;
 }
 
-static struct fake *fake_start(const struct step *steps, int nsteps)
+/* Accepts whatever certificate the client presents: the tests look at it afterwards. */
+static int accept_any_cert(int preverify_ok, X509_STORE_CTX *ctx)
+{
+    (void)preverify_ok;
+    (void)ctx;
+    return 1;
+}
+
+static struct fake *fake_start_tls(const struct step *steps, int nsteps, enum fake_tls tls)
 {
     struct fake *f = calloc(1, sizeof(*f));
     struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -318,10 +546,20 @@ static struct fake *fake_start(const struct step *steps, int nsteps)
     assert_non_null(f);
     f->steps = steps;
     f->nsteps = nsteps;
+    f->tls = tls;
     f->ctx = SSL_CTX_new(TLS_server_method());
     assert_non_null(f->ctx);
     assert_int_equal(SSL_CTX_use_certificate(f->ctx, srv_cert), 1);
     assert_int_equal(SSL_CTX_use_PrivateKey(f->ctx, srv_key), 1);
+    if (tls == FAKE_REQUEST_CERT) {
+        SSL_CTX_set_verify(f->ctx, SSL_VERIFY_PEER, accept_any_cert);
+    } else if (tls != FAKE_NO_CLIENT_CERT) {
+        /* trusts only the fake's own certificate, which signed no client certificate */
+        assert_int_equal(X509_STORE_add_cert(SSL_CTX_get_cert_store(f->ctx), srv_cert), 1);
+        SSL_CTX_set_verify(f->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+        if (tls == FAKE_REFUSE_TLS12)
+            assert_int_equal(SSL_CTX_set_max_proto_version(f->ctx, TLS1_2_VERSION), 1);
+    }
     f->lfd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(f->lfd >= 0);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -331,6 +569,11 @@ static struct fake *fake_start(const struct step *steps, int nsteps)
     f->port = ntohs(sa.sin_port);
     assert_int_equal(pthread_create(&f->thread, NULL, fake_main, f), 0);
     return f;
+}
+
+static struct fake *fake_start(const struct step *steps, int nsteps)
+{
+    return fake_start_tls(steps, nsteps, FAKE_NO_CLIENT_CERT);
 }
 
 /* Call after prov_client_free, which closes the kept-alive connection. */
@@ -444,7 +687,6 @@ static void test_options_invalid(void **state)
         {"h", NULL, REG_ID, NULL, NULL, 0, "invalid id scope"},
         {"h", "", REG_ID, NULL, NULL, 0, "invalid id scope"},
         {"h", "a b", REG_ID, NULL, NULL, 0, "invalid id scope"},
-        {"h", SCOPE, NULL, NULL, NULL, 0, "invalid registration id"},
         {"h", SCOPE, "", NULL, NULL, 0, "invalid registration id"},
         {"h", SCOPE, "bad id", NULL, NULL, 0, "invalid registration id"},
         {"h", SCOPE, "ends.", NULL, NULL, 0, "invalid registration id"},
@@ -1051,6 +1293,343 @@ static void test_register_twice(void **state)
     fake_stop(f);
 }
 
+/* ---- tests: X.509 ---- */
+
+#define ASSIGNED_X509_BODY                                                                    \
+    "{\"operationId\":\"" OP_ID "\",\"status\":\"assigned\",\"registrationState\":"           \
+    "{\"registrationId\":\"" DEV_CN "\",\"status\":\"assigned\",\"assignedHub\":"             \
+    "\"hub1.example.net\",\"deviceId\":\"" DEV_CN "\",\"substatus\":\"initialAssignment\","   \
+    "\"x509\":{\"certificateInfo\":{\"subjectName\":\"CN=" DEV_CN "\"},"                      \
+    "\"enrollmentGroupId\":\"group-x\",\"signingCertificateInfo\":{\"subjectName\":"          \
+    "\"CN=" INTERMEDIATE_CN "\"}}}}"
+
+/* A client for X.509 tests: regid may be NULL. */
+static struct prov_client *new_x509_client(int port, const char *regid)
+{
+    struct prov_options opt = PROV_OPTIONS_INIT;
+    struct prov_client *c = NULL;
+    char host[64];
+
+    snprintf(host, sizeof(host), "127.0.0.1:%d", port);
+    opt.host = host;
+    opt.id_scope = SCOPE;
+    opt.registration_id = regid;
+    opt.ca_file = ca_path;
+    opt.timeout_seconds = 20;
+    assert_int_equal(prov_client_new(&opt, &c), 0);
+    return c;
+}
+
+static void assert_no_key_logged(void)
+{
+    assert_null(strstr(logbuf, "PRIVATE KEY"));
+    assert_null(strstr(logbuf, "BEGIN"));
+}
+
+/*
+ * Device protocol §4.3 / §10.3: the leaf and its intermediate go in the
+ * handshake, the CN is the registration id, and no request carries an
+ * Authorization header, the polls included. The result exposes
+ * registrationState.x509.
+ */
+static void test_x509_register(void **state)
+{
+    static const struct step steps[] = {
+        {202, "1", ASSIGNING_BODY},
+        {200, NULL, ASSIGNED_X509_BODY},
+    };
+    struct fake *f = fake_start_tls(steps, 2, FAKE_REQUEST_CERT);
+    struct prov_client *c = new_x509_client(f->port, NULL);
+    struct prov_result *res = NULL;
+    json_t *body, *js;
+    char *text;
+
+    (void)state;
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], dev_path[F_KEY]), 0);
+    assert_int_equal(prov_register(c, &res), 0);
+    prov_client_free(c);
+
+    assert_int_equal(f->conns, 1);
+    assert_int_equal(f->peer_certs, 2);
+    assert_string_equal(f->peer_cn[0], DEV_CN);
+    assert_string_equal(f->peer_cn[1], INTERMEDIATE_CN);
+    assert_int_equal(f->nreqs, 2);
+    assert_string_equal(f->reqs[0].method, "PUT");
+    assert_string_equal(f->reqs[0].target,
+                        "/" SCOPE "/registrations/" DEV_CN "/register?api-version=2021-06-01");
+    assert_false(f->reqs[0].has_auth);
+    assert_string_equal(f->reqs[1].method, "GET");
+    assert_string_equal(f->reqs[1].target, "/" SCOPE "/registrations/" DEV_CN
+                                           "/operations/" OP_ID "?api-version=2021-06-01");
+    assert_false(f->reqs[1].has_auth);
+    body = json_loads(f->reqs[0].body, 0, NULL);
+    assert_non_null(body);
+    assert_string_equal(json_string_value(json_object_get(body, "registrationId")), DEV_CN);
+    json_decref(body);
+    fake_stop(f);
+
+    assert_string_equal(res->device_id, DEV_CN);
+    assert_string_equal(res->enrollment_group_id, "group-x");
+    assert_non_null(res->x509_json);
+    js = json_loads(res->x509_json, 0, NULL);
+    assert_non_null(js);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(js, "certificateInfo"),
+                                                          "subjectName")),
+                        "CN=" DEV_CN);
+    json_decref(js);
+    text = prov_result_to_json(res);
+    assert_non_null(text);
+    js = json_loads(text, 0, NULL);
+    assert_non_null(js);
+    assert_string_equal(json_string_value(json_object_get(js, "enrollmentGroupId")), "group-x");
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(json_object_get(js, "x509"), "signingCertificateInfo"),
+            "subjectName")),
+        "CN=" INTERMEDIATE_CN);
+    json_decref(js);
+    prov_free(text);
+    prov_result_free(res);
+    assert_no_key_logged();
+}
+
+/*
+ * What is in the certificate file is what is sent: a leaf alone, a full chain,
+ * the traditional key format, key and chain in one file.
+ */
+static void test_x509_chain_files(void **state)
+{
+    static const struct {
+        enum dev_file cert, key;
+        int certs;
+        const char *last_cn;
+    } cases[] = {
+        {F_LEAF, F_KEY, 1, DEV_CN},
+        {F_FULL_CHAIN, F_KEY, 3, ROOT_CN},
+        {F_CHAIN, F_KEY_TRAD, 2, INTERMEDIATE_CN},
+        {F_KEY_IN_CERT, F_KEY_IN_CERT, 2, INTERMEDIATE_CN},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        static const struct step steps[] = {{200, NULL, ASSIGNED_X509_BODY}};
+        struct fake *f = fake_start_tls(steps, 1, FAKE_REQUEST_CERT);
+        struct prov_client *c = new_x509_client(f->port, NULL);
+        struct prov_result *res = NULL;
+
+        assert_int_equal(prov_client_set_x509(c, dev_path[cases[i].cert], dev_path[cases[i].key]),
+                         0);
+        assert_int_equal(prov_register(c, &res), 0);
+        prov_client_free(c);
+        if (f->peer_certs != cases[i].certs)
+            fail_msg("case %zu: %d certificates sent, want %d", i, f->peer_certs,
+                     cases[i].certs);
+        assert_string_equal(f->peer_cn[0], DEV_CN);
+        assert_string_equal(f->peer_cn[cases[i].certs - 1], cases[i].last_cn);
+        assert_int_equal(f->nreqs, 1);
+        assert_false(f->reqs[0].has_auth);
+        fake_stop(f);
+        prov_result_free(res);
+    }
+    assert_no_key_logged();
+}
+
+/*
+ * A given registration id must be the CN (case-insensitively); the given
+ * spelling is used. Without one, the CN of the latest certificate is used.
+ */
+static void test_x509_registration_id(void **state)
+{
+    static const struct step steps[] = {{200, NULL, ASSIGNED_X509_BODY}};
+    struct fake *f;
+    struct prov_client *c;
+    struct prov_result *res = NULL;
+
+    (void)state;
+    /* differs from the CN: refused, and the client stays without credential */
+    c = new_x509_client(1, "other-device");
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], dev_path[F_KEY]), PROV_EINVAL);
+    assert_non_null(strstr(logbuf, "registration id must equal the certificate's CN"));
+    assert_non_null(strstr(logbuf, "'other-device' is not '" DEV_CN "'"));
+    reset_log(NULL);
+    assert_int_equal(prov_register(c, &res), PROV_EINVAL);
+    assert_null(res);
+    assert_non_null(strstr(logbuf, "no credential"));
+    prov_client_free(c);
+    /* a prefix of the CN is not the CN */
+    c = new_x509_client(1, "x509-device-0");
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], dev_path[F_KEY]), PROV_EINVAL);
+    prov_client_free(c);
+
+    /* same id in other case: accepted, sent as given */
+    f = fake_start_tls(steps, 1, FAKE_REQUEST_CERT);
+    c = new_x509_client(f->port, "X509-Device-01");
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], dev_path[F_KEY]), 0);
+    /* a given id does not follow a new certificate */
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_LEAF2], dev_path[F_KEY]), PROV_EINVAL);
+    assert_int_equal(prov_register(c, &res), 0);
+    prov_client_free(c);
+    assert_string_equal(f->reqs[0].target, "/" SCOPE "/registrations/X509-Device-01/register"
+                                           "?api-version=2021-06-01");
+    assert_non_null(strstr(f->reqs[0].body, "\"registrationId\":\"X509-Device-01\""));
+    assert_string_equal(f->peer_cn[0], DEV_CN);
+    fake_stop(f);
+    prov_result_free(res);
+    res = NULL;
+
+    /* no id given: the second certificate replaces the first, and its CN the id */
+    f = fake_start_tls(steps, 1, FAKE_REQUEST_CERT);
+    c = new_x509_client(f->port, NULL);
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], dev_path[F_KEY]), 0);
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_LEAF2], dev_path[F_KEY]), 0);
+    assert_int_equal(prov_register(c, &res), 0);
+    prov_client_free(c);
+    assert_string_equal(f->reqs[0].target,
+                        "/" SCOPE "/registrations/" DEV2_CN "/register?api-version=2021-06-01");
+    assert_int_equal(f->peer_certs, 1);
+    assert_string_equal(f->peer_cn[0], DEV2_CN);
+    fake_stop(f);
+    prov_result_free(res);
+}
+
+/* Files that cannot be used are refused when set, each with its reason. */
+static void test_x509_bad_files(void **state)
+{
+    static const struct {
+        enum dev_file cert, key;
+        const char *log;
+    } cases[] = {
+        {F_MISSING, F_KEY, "cannot read certificate file"},
+        {F_CHAIN, F_MISSING, "cannot read key file"},
+        {F_EMPTY, F_KEY, "no PEM certificate"},
+        {F_GARBAGE, F_KEY, "no PEM certificate"},
+        {F_KEY, F_KEY, "no PEM certificate"},
+        {F_BAD_SECOND, F_KEY, "certificate 2 in"},
+        {F_CHAIN, F_EMPTY, "no PEM private key"},
+        {F_CHAIN, F_GARBAGE, "no PEM private key"},
+        {F_CHAIN, F_LEAF, "no PEM private key"},
+        {F_CHAIN, F_KEY_ENC, "is encrypted"},
+        {F_CHAIN, F_OTHER_KEY, "does not match the certificate"},
+        {F_LEAF2, F_OTHER_KEY, "does not match the certificate"},
+        {F_NO_CN, F_KEY, "has no subject CN"},
+        {F_BAD_CN, F_KEY, "'bad?id!' of the certificate"},
+    };
+    struct prov_client *c;
+    struct prov_result *res = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        reset_log(NULL);
+        c = new_x509_client(1, NULL);
+        assert_int_equal(prov_client_set_x509(c, dev_path[cases[i].cert], dev_path[cases[i].key]),
+                         PROV_EINVAL);
+        if (strstr(logbuf, cases[i].log) == NULL)
+            fail_msg("case %zu: log '%s' lacks '%s'", i, logbuf, cases[i].log);
+        assert_int_equal(prov_register(c, &res), PROV_EINVAL);
+        prov_client_free(c);
+        assert_no_key_logged();
+    }
+    /* a directory, NULL and empty names */
+    c = new_x509_client(1, NULL);
+    reset_log(NULL);
+    assert_int_equal(prov_client_set_x509(c, tmp_dir, dev_path[F_KEY]), PROV_EINVAL);
+    assert_non_null(strstr(logbuf, "not a regular file"));
+    assert_int_equal(prov_client_set_x509(c, NULL, dev_path[F_KEY]), PROV_EINVAL);
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], NULL), PROV_EINVAL);
+    assert_int_equal(prov_client_set_x509(c, "", dev_path[F_KEY]), PROV_EINVAL);
+    assert_int_equal(prov_client_set_x509(NULL, dev_path[F_CHAIN], dev_path[F_KEY]),
+                     PROV_EINVAL);
+    /* a refused call keeps the credential set before */
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], dev_path[F_KEY]), 0);
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], dev_path[F_OTHER_KEY]),
+                     PROV_EINVAL);
+    prov_client_free(c);
+    /* the OpenSSL errors of a refused file are not left for libcurl to find */
+    assert_int_equal(ERR_peek_error(), 0);
+}
+
+/* Keys and certificates do not mix; keys need a registration id. */
+static void test_x509_exclusive(void **state)
+{
+    static const struct step steps[] = {{200, NULL, ASSIGNED_BODY}};
+    struct prov_client *c;
+    struct prov_result *res = NULL;
+    struct fake *f;
+
+    (void)state;
+    c = new_x509_client(1, NULL);
+    assert_int_equal(prov_client_set_symmetric_key(c, KEY), PROV_EINVAL);
+    assert_non_null(strstr(logbuf, "no registration id"));
+    assert_int_equal(prov_client_set_group_key(c, KEY), PROV_EINVAL);
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], dev_path[F_KEY]), 0);
+    reset_log(NULL);
+    assert_int_equal(prov_client_set_symmetric_key(c, KEY), PROV_EINVAL);
+    assert_non_null(strstr(logbuf, "uses an X.509 certificate"));
+    assert_int_equal(prov_client_set_group_key(c, KEY), PROV_EINVAL);
+    prov_client_free(c);
+
+    c = new_x509_client(1, DEV_CN);
+    assert_int_equal(prov_client_set_group_key(c, KEY), 0);
+    reset_log(NULL);
+    assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], dev_path[F_KEY]), PROV_EINVAL);
+    assert_non_null(strstr(logbuf, "uses a symmetric key"));
+    prov_client_free(c);
+
+    /* a symmetric-key client presents no certificate when the server asks for one */
+    f = fake_start_tls(steps, 1, FAKE_REQUEST_CERT);
+    c = new_client(f->port, REG_ID, NULL, 10);
+    assert_int_equal(prov_client_set_symmetric_key(c, KEY), 0);
+    assert_int_equal(prov_register(c, &res), 0);
+    prov_client_free(c);
+    assert_int_equal(f->peer_certs, 0);
+    assert_true(f->reqs[0].has_auth);
+    check_sas(&f->reqs[0], KEY, REG_ID);
+    fake_stop(f);
+    assert_null(res->x509_json);
+    assert_null(res->enrollment_group_id);
+    prov_result_free(res);
+}
+
+/*
+ * A server that refuses the certificate in the handshake. With TLS 1.2 the
+ * refusal ends the handshake. With TLS 1.3 the client has already finished
+ * its side when the server refuses, so the refusal arrives as an alert on the
+ * first read: still PROV_ETLS. When the server resets the connection instead,
+ * the alert is lost: PROV_EIO, logged with a hint. No request gets through.
+ */
+static void test_x509_refused_by_server(void **state)
+{
+    static const struct step steps[] = {{200, NULL, ASSIGNED_X509_BODY}};
+    static const struct {
+        enum fake_tls tls;
+        int want;
+    } cases[] = {
+        {FAKE_REFUSE_TLS12, PROV_ETLS},
+        {FAKE_REFUSE, PROV_ETLS},
+        {FAKE_REFUSE_RESET, PROV_EIO},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct fake *f = fake_start_tls(steps, 1, cases[i].tls);
+        struct prov_client *c = new_x509_client(f->port, NULL);
+        struct prov_result *res = NULL;
+        int r;
+
+        reset_log(NULL);
+        assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], dev_path[F_KEY]), 0);
+        r = prov_register(c, &res);
+        if (r != cases[i].want)
+            fail_msg("case %zu: %s; log: %s", i, prov_strerror(r), logbuf);
+        if (r == PROV_EIO)
+            assert_non_null(strstr(logbuf, "may have refused the client certificate"));
+        assert_null(res);
+        prov_client_free(c);
+        assert_int_equal(f->nreqs, 0);
+        fake_stop(f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1073,6 +1652,12 @@ int main(void)
         cmocka_unit_test_setup(test_tls_failures, reset_log),
         cmocka_unit_test_setup(test_connect_refused, reset_log),
         cmocka_unit_test_setup(test_register_twice, reset_log),
+        cmocka_unit_test_setup(test_x509_register, reset_log),
+        cmocka_unit_test_setup(test_x509_chain_files, reset_log),
+        cmocka_unit_test_setup(test_x509_registration_id, reset_log),
+        cmocka_unit_test_setup(test_x509_bad_files, reset_log),
+        cmocka_unit_test_setup(test_x509_exclusive, reset_log),
+        cmocka_unit_test_setup(test_x509_refused_by_server, reset_log),
     };
 
     /* the fake server writes to sockets the client may have dropped (TLS failures) */

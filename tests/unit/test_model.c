@@ -1,8 +1,10 @@
 /*
  * Unit tests for the service-API model (src/server/model.c): validation,
- * normalisation, key handling and output shaping of enrollments and groups;
- * and for service SAS verification (src/server/service_auth.c).
+ * normalisation, key handling and output shaping of enrollments and groups,
+ * X.509 attestation (certificates, thumbprint pins, keep-on-update, shared
+ * certificates); and for service SAS verification (src/server/service_auth.c).
  */
+#include <ctype.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +15,12 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <openssl/bn.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "src/common/errors.h"
 #include "src/common/limits.h"
@@ -21,6 +29,7 @@
 #include "src/server/config.h"
 #include "src/server/model.h"
 #include "src/server/service_auth.h"
+#include "src/server/x509.h"
 
 static struct cfg_hub hubs[2] = {
     {"hub1.example.net", 1},
@@ -109,6 +118,94 @@ static size_t b64_len(const char *s)
 #define KEY15 "AAECAwQFBgcICQoLDA0O"
 #define KEY65                                                                                    \
     "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+P0A="
+
+/* ---- test certificates (made here with OpenSSL; nothing is read from disk) ---- */
+
+static EVP_PKEY *new_key(void)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+
+    assert_non_null(k);
+    return k;
+}
+
+static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509_EXTENSION *ext;
+
+    X509V3_set_ctx(&ctx, issuer != NULL ? issuer : x, x, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    assert_non_null(ext);
+    assert_int_equal(X509_add_ext(x, ext, -1), 1);
+    X509_EXTENSION_free(ext);
+}
+
+/*
+ * A certificate for key with subject CN=cn, signed by issuer_key (issuer NULL:
+ * self-signed), valid from `from` to `to` days from now, a CA or a leaf.
+ */
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, bool ca,
+                       long from, long to)
+{
+    X509 *x = X509_new();
+    X509_NAME *name;
+    BIGNUM *bn;
+    unsigned char serial[8];
+
+    assert_non_null(x);
+    assert_int_equal(X509_set_version(x, 2), 1);
+    assert_int_equal(RAND_bytes(serial, sizeof(serial)), 1);
+    serial[0] &= 0x7f;
+    bn = BN_bin2bn(serial, sizeof(serial), NULL);
+    assert_non_null(bn);
+    assert_non_null(BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)));
+    BN_free(bn);
+    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), from * 86400L));
+    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), to * 86400L));
+    assert_int_equal(X509_set_pubkey(x, key), 1);
+    name = X509_get_subject_name(x);
+    assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                                (const unsigned char *)cn, -1, -1, 0), 1);
+    assert_int_equal(X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer)
+                                                             : name), 1);
+    add_ext(x, issuer, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+    add_ext(x, issuer, NID_key_usage, ca ? "critical,keyCertSign,cRLSign"
+                                         : "critical,digitalSignature");
+    add_ext(x, issuer, NID_subject_key_identifier, "hash");
+    assert_true(X509_sign(x, issuer_key != NULL ? issuer_key : key, EVP_sha256()) > 0);
+    return x;
+}
+
+/* PEM text of x; caller frees. */
+static char *pem_of(X509 *x)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *data, *out;
+    long n;
+
+    assert_non_null(b);
+    assert_int_equal(PEM_write_bio_X509(b, x), 1);
+    n = BIO_get_mem_data(b, &data);
+    out = strndup(data, (size_t)n);
+    assert_non_null(out);
+    BIO_free(b);
+    return out;
+}
+
+/* Bare base64 DER of x; caller frees. */
+static char *der_b64_of(X509 *x)
+{
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    char *out;
+
+    assert_true(n > 0);
+    out = b64_encode_alloc(der, (size_t)n);
+    assert_non_null(out);
+    OPENSSL_free(der);
+    return out;
+}
 
 /* ---- parsing ---- */
 
@@ -408,11 +505,22 @@ static void test_other_attestations(void **state)
     assert_string_equal(str_at(doc, "attestation.tpm.endorsementKey"), KEY32);
     model_json_free(doc);
 
-    doc = prepare_ok(STORE_ENROLLMENT, "dev-1",
-                     "{\"attestation\":{\"type\":\"x509\",\"x509\":{\"clientCertificates\":"
-                     "{\"primary\":{\"certificate\":\"-----BEGIN CERTIFICATE-----\","
-                     "\"info\":{\"subjectName\":\"CN=dev-1\"}}}}}}",
-                     NULL);
+    {
+        EVP_PKEY *k = new_key();
+        X509 *leaf = make_cert("dev-1", k, NULL, NULL, false, -1, 30);
+        char *pem = pem_of(leaf);
+        json_t *body = json_pack("{s:{s:s, s:{s:{s:{s:s}}}}}", "attestation", "type", "x509",
+                                 "x509", "clientCertificates", "primary", "certificate", pem);
+
+        assert_int_equal(model_prepare(STORE_ENROLLMENT, "dev-1", body, NULL, hubs, NHUBS, &doc,
+                                       &type, err, sizeof(err)),
+                         0);
+        assert_string_equal(type, "x509");
+        json_decref(body);
+        free(pem);
+        X509_free(leaf);
+        EVP_PKEY_free(k);
+    }
     /* GET shape: info only */
     out = model_render(doc, "e", NULL, NULL, 0);
     assert_null(at(out, "attestation.x509.clientCertificates.primary.certificate"));
@@ -422,9 +530,11 @@ static void test_other_attestations(void **state)
     out = model_render(doc, "e", NULL, NULL, MODEL_WITH_CERTS);
     assert_non_null(at(out, "attestation.x509.clientCertificates.primary.certificate"));
     model_json_free(out);
+    /* attestationmechanism: the type and info, no certificate body (DPS) */
     att = model_attestation(doc);
     assert_string_equal(str_at(att, "type"), "x509");
-    assert_non_null(at(att, "x509.clientCertificates.primary.certificate"));
+    assert_null(at(att, "x509.clientCertificates.primary.certificate"));
+    assert_non_null(at(att, "x509.clientCertificates.primary.info"));
     model_json_free(att);
     model_json_free(doc);
 
@@ -433,6 +543,373 @@ static void test_other_attestations(void **state)
                      "{\"primary\":\"myca\"}}}}",
                      NULL);
     model_json_free(doc);
+}
+
+/* ---- X.509 attestation ---- */
+
+static int prepare_j(enum store_kind kind, const char *id, json_t *body, const json_t *existing,
+                     json_t **out, char *err, size_t errlen)
+{
+    const char *att = NULL;
+    int r;
+
+    err[0] = '\0';
+    *out = NULL;
+    r = model_prepare(kind, id, body, existing, hubs, NHUBS, out, &att, err, errlen);
+    if (r == 0)
+        assert_string_equal(att, "x509");
+    json_decref(body);
+    return r;
+}
+
+static json_t *prepare_j_ok(enum store_kind kind, const char *id, json_t *body,
+                            const json_t *existing)
+{
+    char err[384];
+    json_t *doc = NULL;
+    int r = prepare_j(kind, id, body, existing, &doc, err, sizeof(err));
+
+    if (r != 0)
+        fail_msg("prepare failed (%d): %s", r, err);
+    return doc;
+}
+
+/* {"attestation":{"type":"x509","x509":{<pair>:{"primary":p[,"secondary":s]}}}} (steals p, s) */
+static json_t *x509_body(const char *pair, json_t *p, json_t *s)
+{
+    json_t *slots = json_pack("{s:o}", "primary", p);
+
+    assert_non_null(slots);
+    if (s != NULL)
+        assert_int_equal(json_object_set_new(slots, "secondary", s), 0);
+    return json_pack("{s:{s:s, s:{s:o}}}", "attestation", "type", "x509", "x509", pair, slots);
+}
+
+static json_t *cert_entry(const char *text)
+{
+    return json_pack("{s:s}", "certificate", text);
+}
+
+static void expect_x509_fail(enum store_kind kind, json_t *body, const json_t *existing,
+                             const char *msg)
+{
+    char err[384];
+    json_t *doc = (json_t *)1;
+    int r = prepare_j(kind, kind == STORE_GROUP ? "g" : "dev-1", body, existing, &doc, err,
+                      sizeof(err));
+
+    if (r != PROV_EINVAL || strstr(err, msg) == NULL)
+        fail_msg("r=%d err='%s', expected '%s'", r, err, msg);
+    assert_null(doc);
+}
+
+static void test_x509_client_certificate(void **state)
+{
+    EVP_PKEY *k = new_key();
+    X509 *leaf = make_cert("dev-1", k, NULL, NULL, false, -1, 30);
+    char *pem = pem_of(leaf), *der = der_b64_of(leaf);
+    char sha256[65], sha1[41];
+    json_t *doc, *doc2, *out, *att, *e;
+
+    (void)state;
+    x509_sha256_thumbprint(leaf, sha256);
+    x509_sha1_thumbprint(leaf, sha1);
+    /* PEM; the client's own info is replaced by the server's */
+    e = json_pack("{s:s, s:{s:s}}", "certificate", pem, "info", "subjectName", "CN=evil");
+    doc = prepare_j_ok(STORE_ENROLLMENT, "dev-1", x509_body("clientCertificates", e, NULL), NULL);
+    assert_non_null(strstr(str_at(doc, "attestation.x509.clientCertificates.primary.certificate"),
+                           "-----BEGIN CERTIFICATE-----"));
+    assert_string_equal(str_at(doc, "attestation.x509.clientCertificates.primary.info.subjectName"),
+                        "CN=dev-1");
+    assert_string_equal(
+        str_at(doc, "attestation.x509.clientCertificates.primary.info.sha256Thumbprint"), sha256);
+    assert_string_equal(
+        str_at(doc, "attestation.x509.clientCertificates.primary.info.sha1Thumbprint"), sha1);
+    /* bare base64 DER gives the same stored entry */
+    doc2 = prepare_j_ok(STORE_ENROLLMENT, "dev-1",
+                        x509_body("clientCertificates", cert_entry(der), NULL), NULL);
+    assert_true(json_equal(at(doc, "attestation.x509"), at(doc2, "attestation.x509")));
+    model_json_free(doc2);
+    /* GET/query and the PUT answer: info only */
+    out = model_render(doc, "e", NULL, NULL, MODEL_WITH_KEYS);
+    assert_null(at(out, "attestation.x509.clientCertificates.primary.certificate"));
+    assert_string_equal(str_at(out, "attestation.x509.clientCertificates.primary.info.subjectName"),
+                        "CN=dev-1");
+    model_json_free(out);
+    /* attestationmechanism: info only too */
+    att = model_attestation(doc);
+    assert_string_equal(str_at(att, "type"), "x509");
+    assert_null(at(att, "x509.clientCertificates.primary.certificate"));
+    assert_string_equal(str_at(att, "x509.clientCertificates.primary.info.sha256Thumbprint"),
+                        sha256);
+    model_json_free(att);
+    model_json_free(doc);
+    free(pem);
+    free(der);
+    X509_free(leaf);
+    EVP_PKEY_free(k);
+}
+
+static void test_x509_thumbprint_pins(void **state)
+{
+    EVP_PKEY *k = new_key();
+    X509 *leaf = make_cert("dev-1", k, NULL, NULL, false, -1, 30);
+    char sha256[65], sha1[41], colons[3 * 32], lower[65];
+    json_t *doc, *existing;
+
+    (void)state;
+    x509_sha256_thumbprint(leaf, sha256);
+    x509_sha1_thumbprint(leaf, sha1);
+    /* "aa:bb:..." lower case with separators is normalised */
+    for (size_t i = 0; i < 32; i++)
+        snprintf(colons + 3 * i, sizeof(colons) - 3 * i, "%c%c%s", tolower(sha256[2 * i]),
+                 tolower(sha256[2 * i + 1]), i < 31 ? ":" : "");
+    doc = prepare_j_ok(STORE_ENROLLMENT, "dev-1",
+                       x509_body("clientCertificates",
+                                 json_pack("{s:{s:s}}", "info", "sha256Thumbprint", colons),
+                                 json_pack("{s:{s:s}}", "info", "sha1Thumbprint", sha1)),
+                       NULL);
+    assert_string_equal(
+        str_at(doc, "attestation.x509.clientCertificates.primary.info.sha256Thumbprint"), sha256);
+    assert_null(at(doc, "attestation.x509.clientCertificates.primary.certificate"));
+    assert_null(at(doc, "attestation.x509.clientCertificates.primary.info.subjectName"));
+    assert_string_equal(
+        str_at(doc, "attestation.x509.clientCertificates.secondary.info.sha1Thumbprint"), sha1);
+    /* an info-only round trip without thumbprints keeps a stored pin */
+    existing = doc;
+    doc = prepare_j_ok(STORE_ENROLLMENT, "dev-1",
+                       x509_body("clientCertificates", json_pack("{s:{}}", "info"), NULL),
+                       existing);
+    assert_string_equal(
+        str_at(doc, "attestation.x509.clientCertificates.primary.info.sha256Thumbprint"), sha256);
+    model_json_free(doc);
+    model_json_free(existing);
+
+    snprintf(lower, sizeof(lower), "%s", sha256);
+    lower[10] = 'g';
+    expect_x509_fail(STORE_ENROLLMENT,
+                     x509_body("clientCertificates",
+                               json_pack("{s:{s:s}}", "info", "sha256Thumbprint", lower), NULL),
+                     NULL, "info.sha256Thumbprint must be 64 hex digits");
+    expect_x509_fail(STORE_ENROLLMENT,
+                     x509_body("clientCertificates",
+                               json_pack("{s:{s:s}}", "info", "sha256Thumbprint", sha1), NULL),
+                     NULL, "info.sha256Thumbprint must be 64 hex digits");
+    expect_x509_fail(STORE_ENROLLMENT,
+                     x509_body("clientCertificates",
+                               json_pack("{s:{s:s}}", "info", "sha1Thumbprint", sha256), NULL),
+                     NULL, "info.sha1Thumbprint must be 40 hex digits");
+    expect_x509_fail(STORE_ENROLLMENT,
+                     x509_body("clientCertificates",
+                               json_pack("{s:{s:i}}", "info", "sha1Thumbprint", 5), NULL),
+                     NULL, "info.sha1Thumbprint must be 40 hex digits");
+    expect_x509_fail(STORE_ENROLLMENT,
+                     x509_body("clientCertificates",
+                               json_pack("{s:{s:s}}", "info", "subjectName", "CN=dev-1"), NULL),
+                     NULL, "clientCertificates.primary needs a certificate");
+    expect_x509_fail(STORE_ENROLLMENT,
+                     x509_body("clientCertificates", json_pack("{s:s}", "info", "x"), NULL),
+                     NULL, "clientCertificates.primary.info must be an object");
+    X509_free(leaf);
+    EVP_PKEY_free(k);
+}
+
+static void test_x509_keep_on_update(void **state)
+{
+    EVP_PKEY *k = new_key(), *k2 = new_key();
+    X509 *leaf = make_cert("dev-1", k, NULL, NULL, false, -1, 30);
+    X509 *other = make_cert("dev-1", k2, NULL, NULL, false, -1, 30);
+    char *pem = pem_of(leaf), *pem2 = pem_of(other);
+    char sha256_other[65];
+    json_t *stored, *doc, *body, *entry;
+
+    (void)state;
+    x509_sha256_thumbprint(other, sha256_other);
+    stored = prepare_j_ok(STORE_ENROLLMENT, "dev-1",
+                          x509_body("clientCertificates", cert_entry(pem), NULL), NULL);
+    /* the GET answer sent back as is (info only): the stored certificate is kept */
+    body = model_render(stored, "e1", "c", "u", 0);
+    doc = prepare_j_ok(STORE_ENROLLMENT, "dev-1", body, stored);
+    assert_true(json_equal(at(doc, "attestation.x509.clientCertificates.primary"),
+                           at(stored, "attestation.x509.clientCertificates.primary")));
+    assert_non_null(at(doc, "attestation.x509.clientCertificates.primary.certificate"));
+    model_json_free(doc);
+    /* info without thumbprints: kept as well */
+    doc = prepare_j_ok(STORE_ENROLLMENT, "dev-1",
+                       x509_body("clientCertificates",
+                                 json_pack("{s:{s:s}}", "info", "subjectName", "CN=x"), NULL),
+                       stored);
+    assert_string_equal(str_at(doc, "attestation.x509.clientCertificates.primary.certificate"),
+                        str_at(stored, "attestation.x509.clientCertificates.primary.certificate"));
+    model_json_free(doc);
+    /* info naming another certificate: refused */
+    entry = json_pack("{s:{s:s}}", "info", "sha256Thumbprint", sha256_other);
+    expect_x509_fail(STORE_ENROLLMENT, x509_body("clientCertificates", entry, NULL), stored,
+                     "info.sha256Thumbprint does not match the stored certificate");
+    /* a new certificate replaces the stored one */
+    doc = prepare_j_ok(STORE_ENROLLMENT, "dev-1",
+                       x509_body("clientCertificates", cert_entry(pem2), NULL), stored);
+    assert_string_equal(
+        str_at(doc, "attestation.x509.clientCertificates.primary.info.sha256Thumbprint"),
+        sha256_other);
+    model_json_free(doc);
+    /* keeping works per slot: no stored secondary to keep */
+    expect_x509_fail(STORE_ENROLLMENT,
+                     x509_body("clientCertificates", json_pack("{s:{}}", "info"),
+                               json_pack("{s:{s:s}}", "info", "subjectName", "CN=x")),
+                     stored, "clientCertificates.secondary needs a certificate");
+    /* nothing is kept from an entity of another attestation type */
+    doc = prepare_ok(STORE_ENROLLMENT, "dev-1", "{\"attestation\":{\"type\":\"none\"}}", NULL);
+    expect_x509_fail(STORE_ENROLLMENT,
+                     x509_body("clientCertificates", json_pack("{s:{}}", "info"), NULL), doc,
+                     "clientCertificates.primary needs a certificate");
+    model_json_free(doc);
+    model_json_free(stored);
+    free(pem);
+    free(pem2);
+    X509_free(leaf);
+    X509_free(other);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(k2);
+}
+
+static void test_x509_groups(void **state)
+{
+    EVP_PKEY *ck = new_key(), *lk = new_key();
+    X509 *ca = make_cert("Root CA", ck, NULL, NULL, true, -1, 365);
+    X509 *leaf = make_cert("dev-1", lk, ca, ck, false, -1, 30);
+    char *ca_pem = pem_of(ca), *leaf_pem = pem_of(leaf), *ca_der = der_b64_of(ca);
+    char sha256[65];
+    json_t *doc, *out;
+
+    (void)state;
+    x509_sha256_thumbprint(ca, sha256);
+    doc = prepare_j_ok(STORE_GROUP, "g",
+                       x509_body("signingCertificates", cert_entry(ca_pem), cert_entry(ca_der)),
+                       NULL);
+    assert_string_equal(
+        str_at(doc, "attestation.x509.signingCertificates.primary.info.sha256Thumbprint"), sha256);
+    assert_string_equal(
+        str_at(doc, "attestation.x509.signingCertificates.secondary.info.subjectName"),
+        "CN=Root CA");
+    out = model_render(doc, "e", NULL, NULL, 0);
+    assert_null(at(out, "attestation.x509.signingCertificates.primary.certificate"));
+    assert_null(at(out, "attestation.x509.signingCertificates.secondary.certificate"));
+    assert_non_null(at(out, "attestation.x509.signingCertificates.secondary.info"));
+    model_json_free(out);
+    model_json_free(doc);
+
+    doc = prepare_j_ok(STORE_GROUP, "g",
+                       x509_body("caReferences", json_string("my-ca.1"), json_string("other_ca")),
+                       NULL);
+    assert_string_equal(str_at(doc, "attestation.x509.caReferences.primary"), "my-ca.1");
+    assert_string_equal(str_at(doc, "attestation.x509.caReferences.secondary"), "other_ca");
+    model_json_free(doc);
+
+    expect_x509_fail(STORE_GROUP, x509_body("signingCertificates", cert_entry(leaf_pem), NULL),
+                     NULL, "signingCertificates.primary.certificate is not a CA certificate");
+    expect_x509_fail(STORE_GROUP,
+                     x509_body("signingCertificates", cert_entry("not a certificate"), NULL),
+                     NULL, "signingCertificates.primary.certificate: ");
+    expect_x509_fail(STORE_GROUP,
+                     x509_body("signingCertificates",
+                               json_pack("{s:{s:s}}", "info", "sha256Thumbprint", sha256), NULL),
+                     NULL, "signingCertificates.primary needs a certificate");
+    expect_x509_fail(STORE_GROUP, x509_body("clientCertificates", cert_entry(leaf_pem), NULL),
+                     NULL, "clientCertificates is for individual enrollments");
+    expect_x509_fail(STORE_ENROLLMENT,
+                     x509_body("signingCertificates", cert_entry(ca_pem), NULL), NULL,
+                     "signingCertificates is for enrollment groups");
+    expect_x509_fail(STORE_ENROLLMENT, x509_body("caReferences", json_string("ca"), NULL), NULL,
+                     "caReferences is for enrollment groups");
+    expect_x509_fail(STORE_GROUP, x509_body("caReferences", json_string("a b"), NULL), NULL,
+                     "caReferences.primary must be a CA name");
+    expect_x509_fail(STORE_GROUP, x509_body("caReferences", json_string(""), NULL), NULL,
+                     "caReferences.primary must be a CA name");
+    expect_x509_fail(STORE_GROUP,
+                     json_pack("{s:{s:s, s:{s:{s:s}, s:{s:o}}}}", "attestation", "type", "x509",
+                               "x509", "caReferences", "primary", "ca", "signingCertificates",
+                               "primary", cert_entry(ca_pem)),
+                     NULL, "signingCertificates or caReferences, not both");
+    expect_x509_fail(STORE_GROUP,
+                     json_pack("{s:{s:s, s:{s:s}}}", "attestation", "type", "x509", "x509",
+                               "signingCertificates", "x"),
+                     NULL, "attestation.x509.signingCertificates must be an object");
+    expect_x509_fail(STORE_ENROLLMENT,
+                     x509_body("clientCertificates", cert_entry(""), NULL), NULL,
+                     "clientCertificates.primary.certificate must be a string");
+    free(ca_pem);
+    free(leaf_pem);
+    free(ca_der);
+    X509_free(ca);
+    X509_free(leaf);
+    EVP_PKEY_free(ck);
+    EVP_PKEY_free(lk);
+}
+
+static void test_x509_shared_certificates(void **state)
+{
+    EVP_PKEY *k = new_key(), *k2 = new_key();
+    X509 *a = make_cert("dev-a", k, NULL, NULL, false, -1, 30);
+    X509 *b = make_cert("dev-b", k2, NULL, NULL, false, -1, 30);
+    char *pa = pem_of(a), *pb = pem_of(b);
+    char sha256[65], sha1[41], tp[65];
+    json_t *da, *db, *pin256, *pin1, *sym, *grp;
+    const char *names[2];
+
+    (void)state;
+    x509_sha256_thumbprint(a, sha256);
+    x509_sha1_thumbprint(a, sha1);
+    da = prepare_j_ok(STORE_ENROLLMENT, "dev-a",
+                      x509_body("clientCertificates", cert_entry(pa), NULL), NULL);
+    db = prepare_j_ok(STORE_ENROLLMENT, "dev-b",
+                      x509_body("clientCertificates", cert_entry(pb), cert_entry(pa)), NULL);
+    pin256 = prepare_j_ok(STORE_ENROLLMENT, "dev-c",
+                          x509_body("clientCertificates",
+                                    json_pack("{s:{s:s}}", "info", "sha256Thumbprint", sha256),
+                                    NULL),
+                          NULL);
+    pin1 = prepare_j_ok(STORE_ENROLLMENT, "dev-d",
+                        x509_body("clientCertificates",
+                                  json_pack("{s:{s:s}}", "info", "sha1Thumbprint", sha1), NULL),
+                        NULL);
+    sym = prepare_ok(STORE_ENROLLMENT, "dev-e", "{\"attestation\":{\"type\":\"symmetricKey\"}}",
+                     NULL);
+    tp[0] = '\0';
+    assert_true(model_x509_shares_certificate(da, db, tp, sizeof(tp)));
+    assert_string_equal(tp, sha256);
+    assert_true(model_x509_shares_certificate(db, pin256, NULL, 0));
+    assert_true(model_x509_shares_certificate(pin1, da, tp, sizeof(tp)));
+    assert_string_equal(tp, sha1);
+    /* a SHA-256 pin and a SHA-1 pin cannot be compared */
+    assert_false(model_x509_shares_certificate(pin256, pin1, NULL, 0));
+    assert_false(model_x509_shares_certificate(da, sym, NULL, 0));
+    model_json_free(db);
+    db = prepare_j_ok(STORE_ENROLLMENT, "dev-b",
+                      x509_body("clientCertificates", cert_entry(pb), NULL), NULL);
+    assert_false(model_x509_shares_certificate(da, db, NULL, 0));
+
+    grp = prepare_j_ok(STORE_GROUP, "g",
+                       x509_body("caReferences", json_string("Root-CA"), json_string("b")), NULL);
+    assert_int_equal(model_x509_ca_references(grp, names), 2);
+    assert_string_equal(names[0], "Root-CA");
+    assert_string_equal(names[1], "b");
+    assert_true(model_references_ca(grp, "root-ca"));
+    assert_false(model_references_ca(grp, "root"));
+    assert_int_equal(model_x509_ca_references(da, names), 0);
+    assert_false(model_references_ca(sym, "b"));
+    model_json_free(grp);
+    model_json_free(da);
+    model_json_free(db);
+    model_json_free(pin256);
+    model_json_free(pin1);
+    model_json_free(sym);
+    free(pa);
+    free(pb);
+    X509_free(a);
+    X509_free(b);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(k2);
 }
 
 /* ---- output shaping ---- */
@@ -934,6 +1411,11 @@ int main(void)
         cmocka_unit_test(test_members_kept_and_ignored),
         cmocka_unit_test(test_hubs),
         cmocka_unit_test(test_other_attestations),
+        cmocka_unit_test(test_x509_client_certificate),
+        cmocka_unit_test(test_x509_thumbprint_pins),
+        cmocka_unit_test(test_x509_keep_on_update),
+        cmocka_unit_test(test_x509_groups),
+        cmocka_unit_test(test_x509_shared_certificates),
         cmocka_unit_test(test_render_keys),
         cmocka_unit_test(test_etags),
         cmocka_unit_test(test_continuation),

@@ -1,7 +1,7 @@
 /*
  * Unit tests for provctl's pure parts (src/cli/provctl_{args,entity,fmt}.c):
- * connection strings, command lines, request paths and bodies, and the
- * human-readable output.
+ * connection strings, command lines (X.509 and CA commands included),
+ * certificate files, request paths and bodies, and the human-readable output.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -392,9 +393,10 @@ static void test_args_help_and_version(void **state)
 static void test_help_texts(void **state)
 {
     static const enum pc_resource res[] = {PC_RES_NONE, PC_RES_ENROLLMENT, PC_RES_GROUP,
-                                           PC_RES_REGISTRATION};
+                                           PC_RES_REGISTRATION, PC_RES_CA};
     static const enum pc_verb verbs[] = {PC_VERB_NONE, PC_VERB_CREATE, PC_VERB_UPDATE,
-                                         PC_VERB_SHOW, PC_VERB_LIST, PC_VERB_DELETE};
+                                         PC_VERB_SHOW, PC_VERB_LIST, PC_VERB_DELETE,
+                                         PC_VERB_UPLOAD, PC_VERB_CODE, PC_VERB_VERIFY};
     (void)state;
     for (size_t i = 0; i < N(res); i++) {
         for (size_t k = 0; k < N(verbs); k++) {
@@ -409,6 +411,19 @@ static void test_help_texts(void **state)
                 assert_null(strstr(t, "--device-id"));
             if (res[i] == PC_RES_ENROLLMENT && verbs[k] == PC_VERB_UPDATE)
                 assert_non_null(strstr(t, "--device-id"));
+            if (res[i] == PC_RES_ENROLLMENT && verbs[k] == PC_VERB_CREATE)
+                assert_non_null(strstr(t, "--thumbprint"));
+            if (res[i] == PC_RES_GROUP && verbs[k] == PC_VERB_CREATE) {
+                assert_non_null(strstr(t, "--signing-cert"));
+                assert_non_null(strstr(t, "--ca-ref"));
+                assert_null(strstr(t, "--thumbprint"));
+            }
+            if (res[i] == PC_RES_CA && verbs[k] == PC_VERB_UPLOAD)
+                assert_non_null(strstr(t, "--verified"));
+            if (res[i] == PC_RES_CA && verbs[k] == PC_VERB_CODE)
+                assert_non_null(strstr(t, "provctl ca verify"));
+            if (res[i] == PC_RES_NONE)
+                assert_non_null(strstr(t, "ca upload|list|show|code|verify|delete"));
             if (res[i] != PC_RES_NONE && verbs[k] == PC_VERB_NONE)
                 assert_non_null(strstr(t, pc_res_name(res[i])));
             free(cap.buf);
@@ -620,6 +635,385 @@ static void test_entity_apply_attestation_types(void **state)
     cur = J("[1]");
     assert_int_equal(pc_entity_apply(cur, NULL, &c, err, sizeof(err)), PROV_EINVAL);
     json_decref(cur);
+}
+
+/* ---- X.509 and CA commands -------------------------------------------- */
+
+#define TP1 "0123456789ABCDEF0123456789ABCDEF01234567"
+#define TP256                                                                                  \
+    "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:"                                           \
+    "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff"
+
+static void test_args_x509(void **state)
+{
+    struct pc_command c;
+    const char *files[2];
+    (void)state;
+
+    /* certificate options imply --x509 */
+    PARSE_OK(&c, "enrollment", "create", "dev-1", "--cert", "a.pem", "--secondary-cert",
+             "b.der");
+    assert_true(c.x509);
+    assert_string_equal(c.cert_file[0], "a.pem");
+    assert_string_equal(c.cert_file[1], "b.der");
+    pc_cert_files(&c, files);
+    assert_string_equal(files[0], "a.pem");
+    assert_string_equal(files[1], "b.der");
+    PARSE_OK(&c, "enrollment", "create", "dev-1", "--x509", "--thumbprint", TP256);
+    assert_true(c.x509);
+    assert_string_equal(c.thumbprint, TP256);
+    pc_cert_files(&c, files);
+    assert_null(files[0]);
+    PARSE_OK(&c, "group", "create", "g", "--x509", "--signing-cert", "root.pem",
+             "--secondary-signing-cert", "int.pem");
+    assert_string_equal(c.signing_file[0], "root.pem");
+    pc_cert_files(&c, files);
+    assert_string_equal(files[0], "root.pem");
+    assert_string_equal(files[1], "int.pem");
+    PARSE_OK(&c, "group", "create", "g", "--ca-ref", "root-1", "--secondary-ca-ref", "root.2");
+    assert_true(c.x509);
+    assert_string_equal(c.ca_ref[0], "root-1");
+    assert_string_equal(c.ca_ref[1], "root.2");
+    /* update: any one slot is a change */
+    PARSE_OK(&c, "enrollment", "update", "dev-1", "--secondary-cert", "b.pem");
+    assert_true(pc_has_changes(&c));
+    PARSE_OK(&c, "group", "update", "g", "--secondary-ca-ref", "r");
+    assert_true(pc_has_changes(&c));
+
+    PARSE_ERR("needs --cert FILE or --thumbprint", "enrollment", "create", "d", "--x509");
+    PARSE_ERR("needs --cert FILE or --thumbprint", "enrollment", "create", "d",
+              "--secondary-cert", "b.pem");
+    PARSE_ERR("needs --signing-cert FILE or --ca-ref", "group", "create", "g", "--x509");
+    PARSE_ERR("--cert and --thumbprint exclude each other", "enrollment", "create", "d",
+              "--cert", "a.pem", "--thumbprint", TP1);
+    PARSE_ERR("--x509 excludes", "enrollment", "create", "d", "--cert", "a.pem",
+              "--primary-key", KEY32);
+    PARSE_ERR("--x509 excludes", "group", "update", "g", "--x509", "--symmetric-key");
+    PARSE_ERR("exclude each other", "group", "create", "g", "--signing-cert", "a.pem",
+              "--ca-ref", "r");
+    PARSE_ERR("--thumbprint: expected", "enrollment", "create", "d", "--thumbprint", "abc");
+    PARSE_ERR("--thumbprint: expected", "enrollment", "create", "d", "--thumbprint",
+              TP1 "0");
+    PARSE_ERR("--thumbprint: expected", "enrollment", "create", "d", "--thumbprint",
+              "0123456789ABCDEF0123456789ABCDEF0123456G");
+    PARSE_ERR("--ca-ref: expected a CA certificate name", "group", "create", "g", "--ca-ref",
+              "a b");
+    PARSE_ERR("--cert: empty file name", "enrollment", "create", "d", "--cert", "");
+    PARSE_ERR("--signing-cert does not apply", "enrollment", "create", "d", "--signing-cert",
+              "a.pem");
+    PARSE_ERR("--ca-ref does not apply", "enrollment", "create", "d", "--ca-ref", "r");
+    PARSE_ERR("--cert does not apply", "group", "create", "g", "--cert", "a.pem");
+    PARSE_ERR("--thumbprint does not apply", "group", "create", "g", "--thumbprint", TP1);
+    PARSE_ERR("--x509 does not apply", "enrollment", "show", "d", "--x509");
+    PARSE_ERR("--verified does not apply", "enrollment", "create", "d", "--verified");
+    PARSE_ERR("nothing to change", "group", "update", "g", "--x509");
+}
+
+static void test_args_ca(void **state)
+{
+    struct pc_command c;
+    const char *files[2];
+    (void)state;
+
+    PARSE_OK(&c, "ca", "upload", "root-1", "--cert", "ca.pem", "--verified");
+    assert_int_equal(c.res, PC_RES_CA);
+    assert_int_equal(c.verb, PC_VERB_UPLOAD);
+    assert_string_equal(c.id, "root-1");
+    assert_true(c.verified);
+    assert_false(c.x509);
+    pc_cert_files(&c, files);
+    assert_string_equal(files[0], "ca.pem");
+    assert_null(files[1]);
+    PARSE_OK(&c, "ca", "upload", "root-1", "--cert", "ca.pem", "--etag", "e1");
+    assert_string_equal(c.etag, "e1");
+    PARSE_OK(&c, "ca", "list");
+    assert_int_equal(c.verb, PC_VERB_LIST);
+    assert_null(c.id);
+    PARSE_OK(&c, "cas", "show", "root-1");
+    assert_int_equal(c.verb, PC_VERB_SHOW);
+    PARSE_OK(&c, "ca", "code", "root-1");
+    assert_int_equal(c.verb, PC_VERB_CODE);
+    PARSE_OK(&c, "ca", "verify", "root-1", "--cert", "v.pem");
+    assert_int_equal(c.verb, PC_VERB_VERIFY);
+    assert_string_equal(c.cert_file[0], "v.pem");
+    PARSE_OK(&c, "ca", "delete", "root-1", "--etag", "x");
+    assert_int_equal(c.verb, PC_VERB_DELETE);
+    assert_string_equal(pc_collection_path(PC_RES_CA), "/certificates");
+    assert_string_equal(pc_res_name(PC_RES_CA), "ca");
+    assert_string_equal(pc_verb_name(PC_VERB_CODE), "code");
+
+    PARSE_ERR("ca upload: --cert FILE is required", "ca", "upload", "r");
+    PARSE_ERR("ca verify: --cert FILE is required", "ca", "verify", "r");
+    PARSE_ERR("invalid name 'a b'", "ca", "show", "a b");
+    PARSE_ERR("invalid name", "ca", "upload", "r/x", "--cert", "c.pem");
+    PARSE_ERR("missing ID", "ca", "code");
+    PARSE_ERR("unknown subcommand 'create'", "ca", "create", "r");
+    PARSE_ERR("unknown subcommand 'update'", "ca", "update", "r");
+    PARSE_ERR("unknown subcommand 'upload'", "enrollment", "upload", "r");
+    PARSE_ERR("unknown subcommand 'code'", "group", "code", "r");
+    PARSE_ERR("unknown subcommand 'verify'", "registration", "verify", "r");
+    PARSE_ERR("--page-size does not apply", "ca", "list", "--page-size", "5");
+    PARSE_ERR("--cert does not apply", "ca", "code", "r", "--cert", "c.pem");
+    PARSE_ERR("--verified does not apply", "ca", "verify", "r", "--cert", "c.pem",
+              "--verified");
+    PARSE_ERR("--keys does not apply", "ca", "show", "r", "--keys");
+    PARSE_ERR("--x509 does not apply", "ca", "upload", "r", "--cert", "c", "--x509");
+    PARSE_ERR("--hub does not apply", "ca", "upload", "r", "--cert", "c", "--hub", "h");
+    assert_true(pc_ca_name_valid("A-z_0.9"));
+    assert_false(pc_ca_name_valid(""));
+    assert_false(pc_ca_name_valid("a:b"));
+}
+
+static void test_entity_x509(void **state)
+{
+    struct pc_command c;
+    json_t *e;
+    (void)state;
+
+    PARSE_OK(&c, "enrollment", "create", "dev-1", "--cert", "a.pem", "--secondary-cert", "b.pem");
+    c.cert_text[0] = "PEM-A";
+    c.cert_text[1] = "PEM-B";
+    e = pc_entity_new(&c);
+    assert_json_equal(json_object_get(e, "attestation"),
+                      "{\"type\":\"x509\",\"x509\":{\"clientCertificates\":{"
+                      "\"primary\":{\"certificate\":\"PEM-A\"},"
+                      "\"secondary\":{\"certificate\":\"PEM-B\"}}}}");
+    json_decref(e);
+    PARSE_OK(&c, "enrollment", "create", "dev-1", "--thumbprint", TP1);
+    e = pc_entity_new(&c);
+    assert_json_equal(json_object_get(e, "attestation"),
+                      "{\"type\":\"x509\",\"x509\":{\"clientCertificates\":{"
+                      "\"primary\":{\"info\":{\"sha1Thumbprint\":\"" TP1 "\"}}}}}");
+    json_decref(e);
+    PARSE_OK(&c, "enrollment", "create", "dev-1", "--thumbprint", TP256, "--secondary-cert",
+             "b.pem");
+    c.cert_text[1] = "PEM-B";
+    e = pc_entity_new(&c);
+    assert_json_equal(json_object_get(e, "attestation"),
+                      "{\"type\":\"x509\",\"x509\":{\"clientCertificates\":{"
+                      "\"primary\":{\"info\":{\"sha256Thumbprint\":\"" TP256 "\"}},"
+                      "\"secondary\":{\"certificate\":\"PEM-B\"}}}}");
+    json_decref(e);
+    PARSE_OK(&c, "group", "create", "g", "--signing-cert", "root.pem");
+    c.cert_text[0] = "ROOT";
+    e = pc_entity_new(&c);
+    assert_json_equal(e, "{\"enrollmentGroupId\":\"g\",\"attestation\":{\"type\":\"x509\","
+                         "\"x509\":{\"signingCertificates\":{\"primary\":"
+                         "{\"certificate\":\"ROOT\"}}}},\"provisioningStatus\":\"enabled\","
+                         "\"capabilities\":{\"iotEdge\":false}}");
+    json_decref(e);
+    PARSE_OK(&c, "group", "create", "g", "--ca-ref", "root", "--secondary-ca-ref", "int");
+    e = pc_entity_new(&c);
+    assert_json_equal(json_object_get(e, "attestation"),
+                      "{\"type\":\"x509\",\"x509\":{\"caReferences\":{\"primary\":\"root\","
+                      "\"secondary\":\"int\"}}}");
+    json_decref(e);
+    /* a file that was not read cannot become a body */
+    PARSE_OK(&c, "group", "create", "g", "--signing-cert", "root.pem");
+    assert_null(pc_entity_new(&c));
+}
+
+static void test_entity_apply_x509(void **state)
+{
+    static const char enr[] =
+        "{\"registrationId\":\"x\",\"etag\":\"\\\"e\\\"\",\"attestation\":{\"type\":\"x509\","
+        "\"x509\":{\"clientCertificates\":{\"primary\":{\"info\":{\"subjectName\":\"CN=x\","
+        "\"sha256Thumbprint\":\"AA\"}}}}}}";
+    static const char grp[] =
+        "{\"enrollmentGroupId\":\"g\",\"attestation\":{\"type\":\"x509\",\"x509\":"
+        "{\"signingCertificates\":{\"primary\":{\"info\":{\"subjectName\":\"CN=root\"}}}}}}";
+    struct pc_command c;
+    json_t *cur;
+    char err[256];
+    (void)state;
+
+    /* a new secondary; the primary stays info-only (the server keeps it) */
+    PARSE_OK(&c, "enrollment", "update", "x", "--secondary-cert", "b.pem");
+    c.cert_text[1] = "PEM-B";
+    cur = J(enr);
+    assert_int_equal(pc_entity_apply(cur, NULL, &c, err, sizeof(err)), 0);
+    assert_json_equal(cur, "{\"registrationId\":\"x\",\"attestation\":{\"type\":\"x509\","
+                           "\"x509\":{\"clientCertificates\":{\"primary\":{\"info\":"
+                           "{\"subjectName\":\"CN=x\",\"sha256Thumbprint\":\"AA\"}},"
+                           "\"secondary\":{\"certificate\":\"PEM-B\"}}}}}");
+    json_decref(cur);
+    /* symmetric key -> X.509 */
+    PARSE_OK(&c, "enrollment", "update", "dev-1", "--cert", "a.pem");
+    c.cert_text[0] = "PEM-A";
+    cur = J(cur_text);
+    assert_int_equal(pc_entity_apply(cur, NULL, &c, err, sizeof(err)), 0);
+    assert_json_equal(json_object_get(cur, "attestation"),
+                      "{\"type\":\"x509\",\"x509\":{\"clientCertificates\":"
+                      "{\"primary\":{\"certificate\":\"PEM-A\"}}}}");
+    json_decref(cur);
+    /* switching needs a primary */
+    PARSE_OK(&c, "enrollment", "update", "dev-1", "--secondary-cert", "b.pem");
+    c.cert_text[1] = "PEM-B";
+    cur = J(cur_text);
+    assert_int_equal(pc_entity_apply(cur, NULL, &c, err, sizeof(err)), PROV_EINVAL);
+    assert_non_null(strstr(err, "no primary certificate"));
+    json_decref(cur);
+    /* a group moves from a signing certificate to a CA reference */
+    PARSE_OK(&c, "group", "update", "g", "--ca-ref", "root");
+    cur = J(grp);
+    assert_int_equal(pc_entity_apply(cur, NULL, &c, err, sizeof(err)), 0);
+    assert_json_equal(json_object_get(cur, "attestation"),
+                      "{\"type\":\"x509\",\"x509\":{\"caReferences\":{\"primary\":\"root\"}}}");
+    json_decref(cur);
+    /* a secondary signing certificate keeps the primary */
+    PARSE_OK(&c, "group", "update", "g", "--secondary-signing-cert", "int.pem");
+    c.cert_text[1] = "INT";
+    cur = J(grp);
+    assert_int_equal(pc_entity_apply(cur, NULL, &c, err, sizeof(err)), 0);
+    assert_json_equal(json_object_get(cur, "attestation"),
+                      "{\"type\":\"x509\",\"x509\":{\"signingCertificates\":{\"primary\":"
+                      "{\"info\":{\"subjectName\":\"CN=root\"}},\"secondary\":"
+                      "{\"certificate\":\"INT\"}}}}");
+    json_decref(cur);
+    /* a secondary CA reference alone on a group with signing certificates: no primary */
+    PARSE_OK(&c, "group", "update", "g", "--secondary-ca-ref", "r2");
+    cur = J(grp);
+    assert_int_equal(pc_entity_apply(cur, NULL, &c, err, sizeof(err)), PROV_EINVAL);
+    assert_non_null(strstr(err, "--ca-ref NAME"));
+    json_decref(cur);
+}
+
+/* Writes len bytes to a fresh temp file; returns its path (static buffer). */
+static const char *temp_file(const void *data, size_t len)
+{
+    static char path[64];
+    int fd;
+
+    snprintf(path, sizeof(path), "/tmp/test_provctl-XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    close(fd);
+    return path;
+}
+
+static void test_read_cert(void **state)
+{
+    static const char pem[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    static const unsigned char der[] = {0x30, 0x82, 0x00, 0x01, 0xff};
+    static const char key[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+                              "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n";
+    char err[256], *out = NULL, *big;
+    const char *p;
+    (void)state;
+
+    p = temp_file(pem, strlen(pem));
+    assert_int_equal(pc_read_cert(p, &out, err, sizeof(err)), 0);
+    assert_string_equal(out, pem);
+    free(out);
+    unlink(p);
+    p = temp_file(der, sizeof(der));
+    assert_int_equal(pc_read_cert(p, &out, err, sizeof(err)), 0);
+    assert_string_equal(out, "MIIAAf8=");
+    free(out);
+    unlink(p);
+    p = temp_file(key, strlen(key));
+    assert_int_equal(pc_read_cert(p, &out, err, sizeof(err)), PROV_EINVAL);
+    assert_non_null(strstr(err, "private key"));
+    assert_null(out);
+    unlink(p);
+    p = temp_file("", 0);
+    assert_int_equal(pc_read_cert(p, &out, err, sizeof(err)), PROV_EINVAL);
+    assert_non_null(strstr(err, "empty"));
+    unlink(p);
+    p = temp_file("a\0b", 3);
+    assert_int_equal(pc_read_cert(p, &out, err, sizeof(err)), PROV_EINVAL);
+    unlink(p);
+    big = malloc(PC_MAX_CERT_FILE + 1);
+    assert_non_null(big);
+    memset(big, 'A', PC_MAX_CERT_FILE + 1);
+    p = temp_file(big, PC_MAX_CERT_FILE + 1);
+    free(big);
+    assert_int_equal(pc_read_cert(p, &out, err, sizeof(err)), PROV_EINVAL);
+    assert_non_null(strstr(err, "64 KB"));
+    unlink(p);
+    assert_int_equal(pc_read_cert("/nonexistent/x.pem", &out, err, sizeof(err)), PROV_EIO);
+    assert_non_null(strstr(err, "/nonexistent/x.pem"));
+}
+
+static void test_ca_bodies(void **state)
+{
+    struct pc_command c;
+    json_t *b;
+    (void)state;
+
+    PARSE_OK(&c, "ca", "upload", "r", "--cert", "ca.pem");
+    assert_null(pc_ca_upload_body(&c)); /* not read yet */
+    c.cert_text[0] = "PEM";
+    b = pc_ca_upload_body(&c);
+    assert_json_equal(b, "{\"certificate\":\"PEM\"}");
+    json_decref(b);
+    PARSE_OK(&c, "ca", "upload", "r", "--cert", "ca.pem", "--verified");
+    c.cert_text[0] = "PEM";
+    b = pc_ca_upload_body(&c);
+    assert_json_equal(b, "{\"certificate\":\"PEM\",\"isVerified\":true}");
+    json_decref(b);
+    PARSE_OK(&c, "ca", "verify", "r", "--cert", "v.pem");
+    c.cert_text[0] = "V";
+    b = pc_ca_verify_body(&c);
+    assert_json_equal(b, "{\"certificate\":\"V\"}");
+    json_decref(b);
+}
+
+static void test_print_ca(void **state)
+{
+    struct capture cap;
+    json_t *c = J("{\"id\":\"/certificates/root\",\"name\":\"root\",\"etag\":\"e1\","
+                  "\"properties\":{\"subject\":\"CN=Root\",\"expiry\":\"Sat, 31 Dec 2039 "
+                  "23:59:59 GMT\",\"thumbprint\":\"97388663\",\"isVerified\":true,"
+                  "\"certificate\":\"MII\",\"created\":\"Thu, 12 Oct 2017 19:23:50 GMT\","
+                  "\"updated\":\"Fri, 13 Oct 2017 19:23:50 GMT\"}}");
+    json_t *arr;
+    (void)state;
+
+    cap_open(&cap);
+    pc_print_ca(cap.f, c);
+    assert_string_equal(cap_close(&cap),
+                        "ca root: verified, subject CN=Root\n"
+                        "  expires: Sat, 31 Dec 2039 23:59:59 GMT\n"
+                        "  thumbprint: 97388663\n"
+                        "  etag: e1\n"
+                        "  created: Thu, 12 Oct 2017 19:23:50 GMT, updated: Fri, 13 Oct 2017 "
+                        "19:23:50 GMT\n");
+    free(cap.buf);
+    arr = json_array();
+    json_array_append(arr, c);
+    json_array_append_new(arr, J("{\"name\":\"int-ca\",\"properties\":{\"subject\":"
+                                 "\"CN=Intermediate\",\"isVerified\":false}}"));
+    cap_open(&cap);
+    pc_print_list(cap.f, PC_RES_CA, arr);
+    assert_string_equal(cap_close(&cap),
+                        "NAME    VERIFIED  SUBJECT          EXPIRES\n"
+                        "root    yes       CN=Root          Sat, 31 Dec 2039 23:59:59 GMT\n"
+                        "int-ca  no        CN=Intermediate  -\n"
+                        "2 CA certificates\n");
+    free(cap.buf);
+    json_decref(arr);
+    json_decref(c);
+
+    /* a thumbprint pin and signing certificates in an entity */
+    c = J("{\"registrationId\":\"r\",\"attestation\":{\"type\":\"x509\",\"x509\":"
+          "{\"clientCertificates\":{\"primary\":{\"info\":{\"sha1Thumbprint\":\"AB\"}}}}}}");
+    cap_open(&cap);
+    pc_print_entity(cap.f, PC_RES_ENROLLMENT, c);
+    assert_non_null(strstr(cap_close(&cap),
+                           "  primary certificate: pinned by thumbprint, sha1 AB\n"));
+    free(cap.buf);
+    json_decref(c);
+    c = J("{\"enrollmentGroupId\":\"g\",\"attestation\":{\"type\":\"x509\",\"x509\":"
+          "{\"signingCertificates\":{\"primary\":{\"info\":{\"subjectName\":\"CN=Root\","
+          "\"sha256Thumbprint\":\"CD\",\"notAfterUtc\":\"2039-12-31T23:59:59Z\"}}}}}}");
+    cap_open(&cap);
+    pc_print_entity(cap.f, PC_RES_GROUP, c);
+    assert_non_null(strstr(cap_close(&cap), "  primary signing certificate: CN=Root, sha256 CD, "
+                                            "expires 2039-12-31T23:59:59Z\n"));
+    free(cap.buf);
+    json_decref(c);
 }
 
 /* ---- output ----------------------------------------------------------- */
@@ -836,6 +1230,13 @@ int main(void)
         cmocka_unit_test(test_print_registration),
         cmocka_unit_test(test_print_list),
         cmocka_unit_test(test_http_error_format),
+        cmocka_unit_test(test_args_x509),
+        cmocka_unit_test(test_args_ca),
+        cmocka_unit_test(test_entity_x509),
+        cmocka_unit_test(test_entity_apply_x509),
+        cmocka_unit_test(test_read_cert),
+        cmocka_unit_test(test_ca_bodies),
+        cmocka_unit_test(test_print_ca),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -203,7 +203,8 @@ static void test_refusals(void **state)
     /* disabled, with the right key */
     s = provision(f, "dev-off", key1, &st, &ec);
     assert_null(s);
-    assert_int_equal(st, 403);
+    assert_int_equal(st, 401);
+    assert_int_equal(ec, 401003);
     /* expired beyond the skew */
     tok = token_for("dev-2", key1, -3600);
     rq.authorization = tok;
@@ -266,7 +267,8 @@ static void test_group_derived_key(void **state)
     put_group(f, "group-a", "\"provisioningStatus\":\"disabled\"");
     s = provision(f, "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6", derived, &st, &ec);
     assert_null(s);
-    assert_int_equal(st, 403);
+    assert_int_equal(st, 401);
+    assert_int_equal(ec, 401003);
 }
 
 static void test_individual_overrides_group(void **state)
@@ -285,7 +287,7 @@ static void test_individual_overrides_group(void **state)
     put_individual(f, "blocked-1", "\"provisioningStatus\":\"disabled\"");
     s = provision(f, "blocked-1", derived, &st, &ec);
     assert_null(s);
-    assert_true(st == 401 || st == 403);
+    assert_int_equal(st, 401);
 }
 
 static void test_static_and_reprovision(void **state)

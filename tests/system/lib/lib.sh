@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # System-test helpers for tests/system/t*.sh: a temp dir, a test CA and server
 # certificate (openssl CLI), a real provd on 127.0.0.N:443, curl helpers, SAS
 # tokens built with openssl, store snapshots with the sqlite3 CLI, and TAP output.
@@ -173,8 +173,8 @@ _CLAIM=
 
 _try_claim()
 {
-    local dir=$LOCKS/$1 pid attempt
-    for attempt in 1 2; do
+    local dir=$LOCKS/$1 pid _
+    for _ in 1 2; do
         if mkdir "$dir" 2>/dev/null; then
             echo $$ >"$dir/pid"
             _CLAIM=$dir

@@ -199,17 +199,17 @@ describe('device API: symmetric key with the Node SDK over HTTPS', () => {
         await assertNotRegistered('sym-nobody');
     }));
 
-    it('disabled individual enrollment: 403 and nothing assigned', srv.wrap(async () => {
+    it('disabled individual enrollment: 401 and nothing assigned', srv.wrap(async () => {
         const { primaryKey } = await createEnrollment('sym-disabled', { provisioningStatus: 'disabled' });
         const r = await sdk.register('sym-disabled', primaryKey);
-        failsWith(r, 403, 'register a disabled device');
+        failsWith(r, 401, 'register a disabled device');
         await assertNotRegistered('sym-disabled');
     }));
 
-    it('disabled group: 403 and nothing assigned', srv.wrap(async () => {
+    it('disabled group: 401 and nothing assigned', srv.wrap(async () => {
         const { primaryKey } = await createGroup('sym-group-off', { provisioningStatus: 'disabled' });
         const r = await sdk.register('grpoff-dev', deriveKey(primaryKey, 'grpoff-dev'));
-        failsWith(r, 403, 'register into a disabled group');
+        failsWith(r, 401, 'register into a disabled group');
         await assertNotRegistered('grpoff-dev');
     }));
 
@@ -229,7 +229,7 @@ describe('device API: symmetric key with the Node SDK over HTTPS', () => {
     it('re-enabling a disabled enrollment lets the device register', srv.wrap(async () => {
         const { primaryKey, secondaryKey, enrollment } = await createEnrollment('sym-reenable',
             { provisioningStatus: 'disabled' });
-        failsWith(await sdk.register('sym-reenable', primaryKey), 403, 'while disabled');
+        failsWith(await sdk.register('sym-reenable', primaryKey), 401, 'while disabled');
         const upd = Object.assign({}, enrollment, {
             provisioningStatus: 'enabled', attestation: symkey(primaryKey, secondaryKey),
         });
