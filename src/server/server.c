@@ -87,6 +87,16 @@ static SSL_CTX *make_ssl_ctx(const struct config *cfg, char *err, size_t errlen)
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any_cert);
     SSL_CTX_set_verify_depth(ctx, 8);
+    /*
+     * With client certificates requested, OpenSSL refuses to resume a session
+     * (alert internal_error) unless a session id context is set; Node 18
+     * clients resume sessions across requests.
+     */
+    {
+        static const unsigned char sid_ctx[] = "provd";
+
+        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    }
     return ctx;
 fail:
     ERR_clear_error();
