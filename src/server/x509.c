@@ -1008,8 +1008,14 @@ int x509_verify_chain_ex(X509 *leaf, STACK_OF(X509) *untrusted, STACK_OF(X509) *
     if (X509_STORE_CTX_init(ctx, store, leaf, untrusted) != 1)
         goto internal;
     param = X509_STORE_CTX_get0_param(ctx);
-    if (X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN |
-                                               X509_V_FLAG_X509_STRICT) != 1 ||
+    /*
+     * Not X509_V_FLAG_X509_STRICT: it refuses CAs without keyUsage or subject
+     * key identifier and leaves without authority key identifier, which is
+     * what `openssl req -x509` with Debian's defaults and many device
+     * factories produce. Basic constraints, path length, validity, signatures
+     * and (through the purpose) key usage and EKU when present are enforced.
+     */
+    if (X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN) != 1 ||
         X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT) != 1)
         goto internal;
     X509_VERIFY_PARAM_set_depth(param, PROV_X509_MAX_DEPTH);

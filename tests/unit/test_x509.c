@@ -954,10 +954,6 @@ static void test_chain_broken(void **state)
                 "bad signature");
 }
 
-/*
- * X509_V_FLAG_X509_STRICT is on: a leaf without an authority key identifier is
- * refused, and so is a CA without a subject key identifier.
- */
 /* A leaf under ca (which has no SKI), with or without an AKI key id (set by hand). */
 static X509 *lax_leaf(X509 *ca, bool with_akid)
 {
@@ -990,10 +986,11 @@ static X509 *lax_leaf(X509 *ca, bool with_akid)
 }
 
 /*
- * X509_V_FLAG_X509_STRICT is on: a leaf without an authority key identifier is
- * refused, and so is a CA without a subject key identifier.
+ * X509_V_FLAG_X509_STRICT is off on purpose: a leaf without an authority key
+ * identifier and a CA without a subject key identifier (common in certificates
+ * made with openssl's defaults) still verify; basic constraints do not bend.
  */
-static void test_chain_strict(void **state)
+static void test_chain_lenient_extensions(void **state)
 {
     X509 *ca = X509_new(), *leaf;
     X509_NAME *n = make_name("CN=Lax CA");
@@ -1011,12 +1008,10 @@ static void test_chain_strict(void **state)
     add_ext(ca, ca, NID_key_usage, CA_KU);
     assert_true(X509_sign(ca, P.other_key, EVP_sha256()) > 0);
     leaf = lax_leaf(ca, false);
-    expect_fail(leaf, NULL, NULL, ca, 0, X509_V_ERR_MISSING_AUTHORITY_KEY_IDENTIFIER,
-                "certificate 0 (CN=dev-lax): no authority key identifier");
+    expect_ok(leaf, NULL, NULL, ca, 1);
     X509_free(leaf);
     leaf = lax_leaf(ca, true);
-    expect_fail(leaf, NULL, NULL, ca, 1, X509_V_ERR_MISSING_SUBJECT_KEY_IDENTIFIER,
-                "certificate 1 (CN=Lax CA): CA certificate without subject key identifier");
+    expect_ok(leaf, NULL, NULL, ca, 1);
     X509_free(leaf);
     X509_NAME_free(n);
     X509_free(ca);
@@ -1111,7 +1106,7 @@ int main(void)
         cmocka_unit_test(test_chain_ex_returns_chain),
         cmocka_unit_test(test_chain_validity),
         cmocka_unit_test(test_chain_broken),
-        cmocka_unit_test(test_chain_strict),
+        cmocka_unit_test(test_chain_lenient_extensions),
         cmocka_unit_test(test_check_validity),
         cmocka_unit_test(test_pop),
     };
