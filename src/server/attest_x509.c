@@ -267,16 +267,24 @@ static int walk_group(void *arg, const struct store_doc *doc)
     }
     if (relevant) {
         struct x509_verdict v;
+        STACK_OF(X509) *chain = NULL;
 
-        if (x509_verify_chain(req->peer_leaf, req->peer_chain, a.certs, 0, &v) == 0) {
+        if (x509_verify_chain_ex(req->peer_leaf, req->peer_chain, a.certs, 0, &v, &chain) == 0) {
             if (gw->best.grp == NULL || v.anchor_depth < gw->best.anchor_depth) {
+                X509 *anchor = sk_X509_value(chain, sk_X509_num(chain) - 1);
+
                 json_decref(gw->best.grp);
+                X509_free(gw->best.anchor);
                 gw->best.grp = json_incref(grp);
                 gw->best.anchor_depth = v.anchor_depth;
+                gw->best.anchor = anchor;
+                if (anchor != NULL)
+                    X509_up_ref(anchor);
                 snprintf(gw->best.id, sizeof(gw->best.id), "%s",
                          jstr(grp, "enrollmentGroupId") ? jstr(grp, "enrollmentGroupId")
                                                         : doc->id);
             }
+            sk_X509_pop_free(chain, X509_free);
         } else if (!gw->have_failure || (uninformative(gw->failure.error) &&
                                          !uninformative(v.error))) {
             gw->failure = v;
@@ -288,28 +296,6 @@ out:
         sk_X509_pop_free(a.certs, X509_free);
     json_decref(grp);
     return 0;
-}
-
-/* The anchor of the chosen group's verified chain, for signingCertificateInfo. */
-static json_t *signing_info(struct group_walk *gw)
-{
-    struct anchors a = {0};
-    struct x509_verdict v;
-    json_t *info = NULL;
-
-    if (load_anchors(gw->ctx, gw->req, gw->best.grp, &a) != 0)
-        return NULL;
-    for (int i = 0; i < sk_X509_num(a.certs) && info == NULL; i++) {
-        STACK_OF(X509) *one = sk_X509_new_null();
-        X509 *c = sk_X509_value(a.certs, i);
-
-        if (one != NULL && sk_X509_push(one, c) &&
-            x509_verify_chain(gw->req->peer_leaf, gw->req->peer_chain, one, 0, &v) == 0)
-            info = x509_info(c);
-        sk_X509_free(one);
-    }
-    sk_X509_pop_free(a.certs, X509_free);
-    return info;
 }
 
 static int groups(struct reg_ctx *ctx, const struct reg_request *req, struct attest_match *m,
@@ -351,6 +337,7 @@ static int groups(struct reg_ctx *ctx, const struct reg_request *req, struct att
         attest_fail(reply, DPS_ENROLLMENT_DISABLED, "enrollment group is disabled",
                     "%s: enrollment group '%s' is disabled", what, gw.best.id);
         json_decref(gw.best.grp);
+        X509_free(gw.best.anchor);
         return -1;
     }
     m->enrollment = gw.best.grp;
@@ -358,12 +345,9 @@ static int groups(struct reg_ctx *ctx, const struct reg_request *req, struct att
     snprintf(m->group_id, sizeof(m->group_id), "%s", gw.best.id);
     m->x509 = json_pack("{s:o, s:s}", "certificateInfo", x509_info(req->peer_leaf),
                         "enrollmentGroupId", gw.best.id);
-    if (m->x509 != NULL) {
-        json_t *si = signing_info(&gw);
-
-        if (si != NULL)
-            json_object_set_new(m->x509, "signingCertificateInfo", si);
-    }
+    if (m->x509 != NULL && gw.best.anchor != NULL)
+        json_object_set_new(m->x509, "signingCertificateInfo", x509_info(gw.best.anchor));
+    X509_free(gw.best.anchor);
     return 0;
 }
 

@@ -88,14 +88,21 @@ static SSL_CTX *make_ssl_ctx(const struct config *cfg, char *err, size_t errlen)
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any_cert);
     SSL_CTX_set_verify_depth(ctx, 8);
     /*
-     * With client certificates requested, OpenSSL refuses to resume a session
-     * (alert internal_error) unless a session id context is set; Node 18
-     * clients resume sessions across requests.
+     * No session resumption: a resumed session carries the client's leaf but
+     * not the intermediates it sent (SSL_get_peer_cert_chain is NULL), so an
+     * X.509 device would be judged without its chain; and every connection
+     * should prove its certificate afresh. Clients that try to resume (Node
+     * 18 does) get a full handshake. The session id context is set anyway:
+     * with client certificates requested OpenSSL answers a resumption attempt
+     * with an internal_error alert when it is missing.
      */
     {
         static const unsigned char sid_ctx[] = "provd";
 
         SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(ctx, 0);
     }
     return ctx;
 fail:
