@@ -964,13 +964,19 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
     }
     /*
      * The file holds enrollment keys: create it owner-only before SQLite does
-     * (SQLite gives its -wal and -shm files the database file's mode).
+     * (SQLite gives its -wal and -shm files the database file's mode). Only
+     * when it does not exist yet: closing any descriptor of an open database
+     * file drops every POSIX lock this process holds on it, which would let
+     * another process (the sqlite3 CLI, a backup) believe it is the last user
+     * and delete the WAL under our feet.
      */
-    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        close(fd);
+    } else if (errno != EEXIST) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return PROV_ESTORE;
     }
-    close(fd);
 
     if ((ss = calloc(1, sizeof(*ss))) == NULL) {
         snprintf(err, errlen, "out of memory");

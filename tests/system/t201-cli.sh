@@ -159,6 +159,35 @@ case_provctl_usage()
     expect_rc $CTL_RC 2
 }
 
+# A reader of the database file (the sqlite3 CLI, a backup) must not make provd lose
+# commits: provd once dropped its own SQLite file locks (open+close of the file at every
+# connection open), so the CLI, seeing no other user, deleted the WAL provd was still
+# writing to; the next records were gone after a restart.
+case_durable_with_outside_reader()
+{
+    local k rc=0
+    k=$(rand_key 32)
+    ctl enrollment create cli-dur-a --primary-key "$k" && ctl enrollment create cli-dur-b --primary-key "$k"
+    dev --registration-id cli-dur-a --symmetric-key "$k"
+    expect_rc $DEV_RC 0 || return 1
+    sqlite3 "$DB" "select count(*) from registrations" >/dev/null || fail "sqlite3 CLI failed" || return 1
+    dev --registration-id cli-dur-b --symmetric-key "$k"
+    expect_rc $DEV_RC 0 || return 1
+    if ls -l "/proc/$PROVD_PID/fd" 2>/dev/null | grep -q 'provd.db-wal (deleted)'; then
+        fail "provd is writing to a WAL file that was deleted under it"
+        rc=1
+    fi
+    # a crash right after the commit: what the device was told must survive it
+    kill -KILL "$PROVD_PID"
+    wait "$PROVD_PID" 2>/dev/null
+    PROVD_PID=
+    provd_start || fail "provd did not restart: $(cat "$T/start.err")" || return 1
+    ctl registration show cli-dur-b
+    expect_rc $CTL_RC 0 || fail "the registration committed after the outside read was lost" ||
+        return 1
+    return $rc
+}
+
 add_case "provctl enrollment create generates keys; show hides them, show --keys has them" case_create_generates_keys
 add_case "prov-device provisions with the primary and the secondary key (--json, --payload)" case_device_individual
 add_case "prov-device with a wrong key: exit 1, 401 401002 on stderr" case_device_refused
@@ -169,4 +198,5 @@ add_case "provctl enrollment update --disabled blocks the device, --enabled lets
 add_case "provctl enrollment list and delete; the deleted device is refused" case_list_and_delete
 add_case "a read-only policy lists but cannot create (401)" case_readonly_policy
 add_case "provctl usage errors exit 2" case_provctl_usage
+add_case "a sqlite3 reader of the store file does not make provd lose commits (kill -9, restart)" case_durable_with_outside_reader
 run_cases
