@@ -445,7 +445,7 @@ out:
 static void handle_code(struct ca_ctx *c)
 {
     struct ca_loaded l = {0};
-    char ifm[ETAG_MAX], code[MODEL_CA_CODE_LEN + 1], etag[37], created[40], updated[40];
+    char ifm[ETAG_MAX], code[MODEL_CA_CODE_LEN + 1] = "", etag[37], created[40], updated[40];
     int r;
 
     if (!load(c, &l) ||
