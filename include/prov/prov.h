@@ -224,6 +224,9 @@ struct prov_result {
  *   PROV_EAUTH / PROV_EPRECONDITION / PROV_EDISABLED  final status failed/disabled;
  *   PROV_ETIMEOUT, PROV_EIO, PROV_ETLS, PROV_EPROTO, PROV_EINVAL (no credential set),
  *   PROV_ENOMEM, PROV_ECRYPTO.
+ * A server that refuses an X.509 client certificate during the TLS handshake
+ * gives PROV_ETLS; with TLS 1.3 the refusal may instead look like a dropped
+ * connection, PROV_EIO, logged with a hint.
  * *out is NULL or a result the caller frees with prov_result_free(), whatever
  * the return value: it is set on success and whenever the service's last
  * answer could be read (an HTTP error body, a failed status, the last

@@ -18,13 +18,14 @@
 #define EXIT_USAGE 2
 
 /*
- * One credential per run. X.509 (--cert/--key) and TPM (--tpm) are added here
- * later, each as a new kind; only one kind may be given.
+ * One credential per run: only one kind may be given. TPM (--tpm) is added
+ * here later as a new kind.
  */
 enum auth_kind {
     AUTH_NONE = 0,
     AUTH_SYMMETRIC_KEY,
     AUTH_GROUP_KEY,
+    AUTH_X509, /* --cert FILE with --key FILE */
 };
 
 struct args {
@@ -36,6 +37,8 @@ struct args {
     enum auth_kind auth;
     const char *auth_option; /* the option that gave the credential, for messages */
     char *key;               /* copy of the key; wiped before exit */
+    const char *cert_file;   /* AUTH_X509: PEM leaf [+ intermediates] */
+    const char *key_file;    /* AUTH_X509: PEM private key */
     int timeout;             /* 0 = library default */
     bool json;
     bool verbose;
@@ -47,6 +50,8 @@ enum option_id {
     OPT_REGISTRATION_ID,
     OPT_SYMMETRIC_KEY,
     OPT_GROUP_KEY,
+    OPT_CERT,
+    OPT_KEY,
     OPT_HOST,
     OPT_CACERT,
     OPT_PAYLOAD,
@@ -61,6 +66,8 @@ static const struct option long_options[] = {
     {"registration-id", required_argument, NULL, OPT_REGISTRATION_ID},
     {"symmetric-key", required_argument, NULL, OPT_SYMMETRIC_KEY},
     {"group-key", required_argument, NULL, OPT_GROUP_KEY},
+    {"cert", required_argument, NULL, OPT_CERT},
+    {"key", required_argument, NULL, OPT_KEY},
     {"host", required_argument, NULL, OPT_HOST},
     {"cacert", required_argument, NULL, OPT_CACERT},
     {"payload", required_argument, NULL, OPT_PAYLOAD},
@@ -78,24 +85,34 @@ static void usage(FILE *f)
             "                   (--symmetric-key KEY | --group-key KEY) --host HOST[:PORT]\n"
             "                   [--cacert FILE] [--payload JSON] [--timeout SECONDS]\n"
             "                   [--json] [--verbose]\n"
+            "       " PROG " --scope SCOPE [--registration-id ID]\n"
+            "                   --cert FILE --key FILE --host HOST[:PORT] [options as above]\n"
             "\n"
             "Registers a device with a DPS-compatible provisioning service over HTTPS\n"
             "and prints the hub and device id it was assigned.\n"
             "\n"
             "  --scope SCOPE            ID scope of the provisioning service\n"
-            "  --registration-id ID     the device's registration id\n"
+            "  --registration-id ID     the device's registration id; with --cert it\n"
+            "                           defaults to, and must equal, the certificate's CN\n"
             "  --symmetric-key KEY      the device's base64 key (individual enrollment)\n"
             "  --group-key KEY          an enrollment group's base64 key; the device key is\n"
             "                           derived from it and the registration id\n"
+            "  --cert FILE              X.509: the device certificate (PEM), optionally\n"
+            "                           followed by intermediate CA certificates; all are\n"
+            "                           sent in the TLS handshake\n"
+            "  --key FILE               X.509: the certificate's private key (PEM, not\n"
+            "                           encrypted)\n"
             "  --host HOST[:PORT]       service host name, port 443 by default\n"
             "  --cacert FILE            trust the CA certificates in FILE (PEM) instead of\n"
             "                           the system store\n"
             "  --payload JSON           JSON value sent to the service as the payload\n"
             "  --timeout SECONDS        give up after SECONDS (default 60)\n"
-            "  --json                   print the result as one JSON object\n"
+            "  --json                   print the result as one JSON object (with the\n"
+            "                           service's \"x509\" details for X.509 devices)\n"
             "  --verbose                log each step to stderr\n"
             "  --help                   print this help and exit\n"
             "\n"
+            "Give exactly one credential: --symmetric-key, --group-key, or --cert with --key.\n"
             "Exit status: 0 assigned, 1 registration failed, 2 usage error.\n");
 }
 
@@ -143,26 +160,52 @@ static int parse_timeout(const char *s, int *out)
     return 0;
 }
 
+/* Records the credential kind an option gives; a usage error for a second kind. */
+static int set_kind(struct args *a, enum auth_kind kind, const char *option)
+{
+    if (a->auth != AUTH_NONE && a->auth != kind) {
+        fprintf(stderr, PROG ": give only one of %s and %s\n", a->auth_option, option);
+        fprintf(stderr, "Try '" PROG " --help' for more information.\n");
+        return EXIT_USAGE;
+    }
+    if (a->auth == AUTH_NONE) {
+        a->auth = kind;
+        a->auth_option = option;
+    }
+    return 0;
+}
+
+/* --cert and --key: file names, each given once. */
+static int set_x509_file(struct args *a, const char *option, const char **slot,
+                         const char *value)
+{
+    int r;
+
+    if (*slot != NULL)
+        return usage_error("%s given twice", option);
+    if ((r = set_kind(a, AUTH_X509, option)) != 0)
+        return r;
+    *slot = value;
+    return 0;
+}
+
 /*
  * Keeps a copy of a key and blanks the command-line copy, so it no longer
  * shows in /proc/PID/cmdline for the rest of the run.
  */
 static int set_credential(struct args *a, enum auth_kind kind, const char *option, char *value)
 {
-    if (a->auth != AUTH_NONE) {
-        if (a->auth == kind)
-            return usage_error("%s given twice", option);
-        fprintf(stderr, PROG ": give only one of %s and %s\n", a->auth_option, option);
-        fprintf(stderr, "Try '" PROG " --help' for more information.\n");
-        return EXIT_USAGE;
-    }
+    int r;
+
+    if (a->auth == kind)
+        return usage_error("%s given twice", option);
+    if ((r = set_kind(a, kind, option)) != 0)
+        return r;
     if ((a->key = strdup(value)) == NULL) {
         fprintf(stderr, PROG ": out of memory\n");
         return EXIT_FAILURE;
     }
     explicit_bzero(value, strlen(value));
-    a->auth = kind;
-    a->auth_option = option;
     return 0;
 }
 
@@ -186,6 +229,14 @@ static int parse_args(int argc, char **argv, struct args *a)
             break;
         case OPT_GROUP_KEY:
             if ((r = set_credential(a, AUTH_GROUP_KEY, "--group-key", optarg)) != 0)
+                return r;
+            break;
+        case OPT_CERT:
+            if ((r = set_x509_file(a, "--cert", &a->cert_file, optarg)) != 0)
+                return r;
+            break;
+        case OPT_KEY:
+            if ((r = set_x509_file(a, "--key", &a->key_file, optarg)) != 0)
                 return r;
             break;
         case OPT_HOST:
@@ -220,12 +271,16 @@ static int parse_args(int argc, char **argv, struct args *a)
         return usage_error("unexpected argument '%s'", argv[optind]);
     if (a->scope == NULL)
         return usage_error("%s is required", "--scope");
-    if (a->registration_id == NULL)
-        return usage_error("%s is required", "--registration-id");
     if (a->host == NULL)
         return usage_error("%s is required", "--host");
     if (a->auth == AUTH_NONE)
-        return usage_error("%s is required", "--symmetric-key or --group-key");
+        return usage_error("%s is required", "--symmetric-key, --group-key or --cert with --key");
+    if (a->auth == AUTH_X509 && (a->cert_file == NULL || a->key_file == NULL))
+        return usage_error("%s needs %s", a->cert_file ? "--cert" : "--key",
+                           a->cert_file ? "--key" : "--cert");
+    /* an X.509 device's registration id is its certificate's CN */
+    if (a->registration_id == NULL && a->auth != AUTH_X509)
+        return usage_error("%s is required", "--registration-id");
     return 0;
 }
 
@@ -236,6 +291,8 @@ static int set_credential_in_client(struct prov_client *c, const struct args *a)
         return prov_client_set_symmetric_key(c, a->key);
     case AUTH_GROUP_KEY:
         return prov_client_set_group_key(c, a->key);
+    case AUTH_X509:
+        return prov_client_set_x509(c, a->cert_file, a->key_file);
     case AUTH_NONE:
         break;
     }
@@ -274,7 +331,10 @@ static int print_success(const struct args *a, const struct prov_result *res)
         printf("%s\n", text);
         prov_free(text);
     } else {
-        printf("assigned: hub=%s device=%s\n", res->assigned_hub, res->device_id);
+        printf("assigned: hub=%s device=%s", res->assigned_hub, res->device_id);
+        if (res->enrollment_group_id != NULL)
+            printf(" group=%s", res->enrollment_group_id);
+        printf("\n");
     }
     if (fflush(stdout) != 0) {
         fprintf(stderr, PROG ": cannot write the result: %s\n", strerror(errno));

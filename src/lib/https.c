@@ -337,8 +337,9 @@ static int exchange(struct prov_client *c, const char *url, const char *body,
                                              cc == CURLE_GOT_NOTHING)) {
                 curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &new_conns);
                 if (strstr(why, " alert ") != NULL)
-                    r = PROV_ETLS;
-                hint = new_conns > 0;
+                    r = PROV_ETLS; /* the server's TLS alert says why */
+                else
+                    hint = new_conns > 0;
             }
             lib_log(PROV_LOG_ERROR, "%s '%s' failed: %s%s", body ? "PUT" : "GET", c->host, why,
                     hint ? " (the server may have refused the client certificate)" : "");

@@ -125,14 +125,17 @@ static int read_certs(const char *path, const char *text, size_t len, X509 **lea
 
         if (x == NULL) {
             unsigned long e = ERR_peek_last_error();
+            bool no_more = ERR_GET_LIB(e) == ERR_LIB_PEM &&
+                           ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
 
-            if (n > 0 && ERR_GET_LIB(e) == ERR_LIB_PEM &&
-                ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
+            if (n > 0 && no_more) {
                 ERR_clear_error(); /* the normal end of the file */
                 break;
             }
-            if (n == 0)
-                lib_log(PROV_LOG_ERROR, "no PEM certificate in '%s': %s", path,
+            if (n == 0 && no_more)
+                lib_log(PROV_LOG_ERROR, "no PEM certificate in '%s'", path);
+            else if (n == 0)
+                lib_log(PROV_LOG_ERROR, "the first certificate in '%s' is invalid: %s", path,
                         ssl_reason(why, sizeof(why)));
             else
                 lib_log(PROV_LOG_ERROR, "certificate %d in '%s' is invalid: %s", n + 1, path,
@@ -168,7 +171,6 @@ static int no_passphrase(char *buf, int size, int rwflag, void *arg)
 
 static int read_key(const char *path, const char *text, size_t len, EVP_PKEY **out)
 {
-    char why[160];
     int encrypted = 0;
     BIO *bio;
 
@@ -177,16 +179,15 @@ static int read_key(const char *path, const char *text, size_t len, EVP_PKEY **o
         return PROV_ENOMEM;
     *out = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, &encrypted);
     BIO_free(bio);
+    /* OpenSSL's reason ("unsupported", "no start line") would not help here */
+    ERR_clear_error();
     if (*out != NULL)
         return 0;
-    if (encrypted) {
-        ERR_clear_error();
+    if (encrypted)
         lib_log(PROV_LOG_ERROR, "private key in '%s' is encrypted: only unencrypted keys are "
                                 "supported", path);
-    } else {
-        lib_log(PROV_LOG_ERROR, "no PEM private key in '%s': %s", path,
-                ssl_reason(why, sizeof(why)));
-    }
+    else
+        lib_log(PROV_LOG_ERROR, "no usable PEM private key in '%s'", path);
     return PROV_EINVAL;
 }
 

@@ -6,7 +6,8 @@
  *  2. An individual enrollment with that registration id decides alone: it
  *     must be an X.509 enrollment pinning this leaf (certificate or
  *     thumbprint, primary or secondary) and the leaf must be within its
- *     validity period; a disabled one refuses.
+ *     validity period; a disabled one refuses (said only to the holder of
+ *     the pinned certificate).
  *  3. Otherwise the X.509 enrollment groups: each group's anchors are its
  *     signing certificates, or the CA certificates it references (which must
  *     have passed proof of possession). Only groups whose anchor names an
@@ -90,11 +91,6 @@ static int individual(struct reg_ctx *ctx, const struct reg_request *req, json_t
 
     (void)ctx;
     describe(req->peer_leaf, 0, what, sizeof(what));
-    if (!is_enabled(enr)) {
-        attest_fail(reply, DPS_ENROLLMENT_DISABLED, "enrollment is disabled",
-                    "%s: individual enrollment '%s' is disabled", what, req->registration_id);
-        return -1;
-    }
     if (type == NULL || !str_ieq(type, "x509")) {
         attest_fail(reply, DPS_CERTIFICATE_REFUSED,
                     "the individual enrollment does not use X.509 attestation",
@@ -112,6 +108,12 @@ static int individual(struct reg_ctx *ctx, const struct reg_request *req, json_t
     }
     if (x509_check_validity(req->peer_leaf, 0, &v) != 0) {
         attest_fail(reply, DPS_CERTIFICATE_REFUSED, v.message, "%s", v.message);
+        return -1;
+    }
+    /* told only to the holder of the pinned certificate */
+    if (!is_enabled(enr)) {
+        attest_fail(reply, DPS_ENROLLMENT_DISABLED, "enrollment is disabled",
+                    "%s: individual enrollment '%s' is disabled", what, req->registration_id);
         return -1;
     }
     m->enrollment = json_incref(enr);

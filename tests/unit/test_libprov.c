@@ -139,6 +139,7 @@ enum dev_file {
     F_NO_CN,       /* leaf with O= only, device key */
     F_BAD_CN,      /* leaf whose CN is not a valid registration id, device key */
     F_BAD_SECOND,  /* leaf DEV_CN, then a CERTIFICATE block that does not decode */
+    F_BAD_FIRST,   /* only that broken block */
     F_KEY_IN_CERT, /* the device key, then leaf DEV_CN + intermediate (one file for both) */
     F_GARBAGE,     /* text, no PEM */
     F_EMPTY,       /* zero bytes */
@@ -231,12 +232,13 @@ static int setup_device_pki(void)
 {
     static const char *const names[F_COUNT] = {
         "chain.pem", "leaf.pem", "full-chain.pem", "key.pem", "key-trad.pem", "key-enc.pem",
-        "other-key.pem", "leaf2.pem", "no-cn.pem", "bad-cn.pem", "bad-second.pem",
+        "other-key.pem", "leaf2.pem", "no-cn.pem", "bad-cn.pem", "bad-second.pem", "bad-first.pem",
         "key-and-chain.pem", "garbage.pem", "empty.pem", "missing.pem",
     };
     /* a CERTIFICATE block whose content is not a certificate */
     static const char *const broken =
-        "-----BEGIN CERTIFICATE-----\nTm90IGEgY2VydGlmaWNhdGUgYXQgYWxs\n-----END CERTIFICATE-----\n";
+        "-----BEGIN CERTIFICATE-----\nTm90IGEgY2VydGlmaWNhdGUgYXQgYWxs\n"
+        "-----END CERTIFICATE-----\n";
     EVP_PKEY *root_key = EVP_EC_gen("P-256"), *int_key = EVP_EC_gen("P-256");
     EVP_PKEY *dev_key = EVP_EC_gen("P-256"), *other_key = EVP_EC_gen("P-256");
     X509 *root = NULL, *inter = NULL, *leaf = NULL, *leaf2 = NULL, *no_cn = NULL,
@@ -264,6 +266,7 @@ static int setup_device_pki(void)
         write_certs(F_NO_CN, no_cn, NULL, NULL, NULL) != 0 ||
         write_certs(F_BAD_CN, bad_cn, NULL, NULL, NULL) != 0 ||
         write_certs(F_BAD_SECOND, leaf, NULL, NULL, broken) != 0 ||
+        write_certs(F_BAD_FIRST, NULL, NULL, NULL, broken) != 0 ||
         write_certs(F_GARBAGE, NULL, NULL, NULL, "not a certificate\n") != 0 ||
         write_certs(F_EMPTY, NULL, NULL, NULL, NULL) != 0 ||
         write_key(F_KEY, dev_key, false, NULL) != 0 ||
@@ -1505,9 +1508,10 @@ static void test_x509_bad_files(void **state)
         {F_GARBAGE, F_KEY, "no PEM certificate"},
         {F_KEY, F_KEY, "no PEM certificate"},
         {F_BAD_SECOND, F_KEY, "certificate 2 in"},
-        {F_CHAIN, F_EMPTY, "no PEM private key"},
-        {F_CHAIN, F_GARBAGE, "no PEM private key"},
-        {F_CHAIN, F_LEAF, "no PEM private key"},
+        {F_BAD_FIRST, F_KEY, "the first certificate in"},
+        {F_CHAIN, F_EMPTY, "no usable PEM private key"},
+        {F_CHAIN, F_GARBAGE, "no usable PEM private key"},
+        {F_CHAIN, F_LEAF, "no usable PEM private key"},
         {F_CHAIN, F_KEY_ENC, "is encrypted"},
         {F_CHAIN, F_OTHER_KEY, "does not match the certificate"},
         {F_LEAF2, F_OTHER_KEY, "does not match the certificate"},
@@ -1595,7 +1599,8 @@ static void test_x509_exclusive(void **state)
  * refusal ends the handshake. With TLS 1.3 the client has already finished
  * its side when the server refuses, so the refusal arrives as an alert on the
  * first read: still PROV_ETLS. When the server resets the connection instead,
- * the alert is lost: PROV_EIO, logged with a hint. No request gets through.
+ * the alert is usually lost (PROV_EIO, logged with a hint) but may still be
+ * read first (PROV_ETLS): a race in the kernel. No request gets through.
  */
 static void test_x509_refused_by_server(void **state)
 {
@@ -1606,7 +1611,7 @@ static void test_x509_refused_by_server(void **state)
     } cases[] = {
         {FAKE_REFUSE_TLS12, PROV_ETLS},
         {FAKE_REFUSE, PROV_ETLS},
-        {FAKE_REFUSE_RESET, PROV_EIO},
+        {FAKE_REFUSE_RESET, PROV_EIO}, /* or PROV_ETLS */
     };
 
     (void)state;
@@ -1619,10 +1624,12 @@ static void test_x509_refused_by_server(void **state)
         reset_log(NULL);
         assert_int_equal(prov_client_set_x509(c, dev_path[F_CHAIN], dev_path[F_KEY]), 0);
         r = prov_register(c, &res);
-        if (r != cases[i].want)
+        if (r != cases[i].want && !(cases[i].tls == FAKE_REFUSE_RESET && r == PROV_ETLS))
             fail_msg("case %zu: %s; log: %s", i, prov_strerror(r), logbuf);
         if (r == PROV_EIO)
             assert_non_null(strstr(logbuf, "may have refused the client certificate"));
+        else
+            assert_non_null(strstr(logbuf, " alert "));
         assert_null(res);
         prov_client_free(c);
         assert_int_equal(f->nreqs, 0);
