@@ -94,8 +94,7 @@ static int individual(struct reg_ctx *ctx, const struct reg_request *req, json_t
     if (type == NULL || !str_ieq(type, "x509")) {
         attest_fail(reply, DPS_CERTIFICATE_REFUSED,
                     "the individual enrollment does not use X.509 attestation",
-                    "%s: individual enrollment uses %s attestation", what,
-                    type ? type : "no");
+                    "%s: individual enrollment uses %s attestation", what, type ? type : "no");
         return -1;
     }
     if (!pins_leaf(json_object_get(cc, "primary"), req->peer_leaf) &&
@@ -123,7 +122,7 @@ static int individual(struct reg_ctx *ctx, const struct reg_request *req, json_t
 
 /* One group's trust anchors, and whether one of them is an unverified CA. */
 struct anchors {
-    STACK_OF(X509) *certs;
+    STACK_OF(X509) * certs;
     char unverified_ca[257]; /* name of a referenced CA that is not verified, or "" */
 };
 
@@ -176,7 +175,7 @@ static int load_anchors(struct reg_ctx *ctx, const struct reg_request *req, cons
 }
 
 /* Is some anchor the issuer of a certificate in the presented chain? */
-static bool anchor_relevant(X509 *anchor, X509 *leaf, STACK_OF(X509) *chain)
+static bool anchor_relevant(X509 *anchor, X509 *leaf, STACK_OF(X509) * chain)
 {
     X509_NAME *subj = X509_get_subject_name(anchor);
 
@@ -218,19 +217,19 @@ static X509 *unverified_ca_cert(struct reg_ctx *ctx, const struct reg_request *r
 }
 
 struct group_pick {
-    json_t *grp;            /* owned */
+    json_t *grp; /* owned */
     char id[PROV_MAX_REG_ID + 1];
     int anchor_depth;
-    X509 *anchor;           /* owned reference */
+    X509 *anchor; /* owned reference */
 };
 
 struct group_walk {
     struct reg_ctx *ctx;
     const struct reg_request *req;
     struct group_pick best;
-    struct x509_verdict failure;  /* most informative failure seen */
+    struct x509_verdict failure; /* most informative failure seen */
     bool have_failure;
-    char unverified[129];         /* a relevant but unverified CA reference */
+    char unverified[129]; /* a relevant but unverified CA reference */
     char last_id[PROV_MAX_REG_ID + 1];
     int seen;
 };
@@ -258,8 +257,8 @@ static int walk_group(void *arg, const struct store_doc *doc)
     if (grp == NULL || load_anchors(gw->ctx, req, grp, &a) != 0)
         goto out;
     for (int i = 0; i < sk_X509_num(a.certs); i++)
-        relevant = relevant || anchor_relevant(sk_X509_value(a.certs, i), req->peer_leaf,
-                                               req->peer_chain);
+        relevant =
+            relevant || anchor_relevant(sk_X509_value(a.certs, i), req->peer_leaf, req->peer_chain);
     if (a.unverified_ca[0] != '\0' && gw->unverified[0] == '\0') {
         X509 *c = unverified_ca_cert(gw->ctx, req, a.unverified_ca);
 
@@ -283,12 +282,11 @@ static int walk_group(void *arg, const struct store_doc *doc)
                 if (anchor != NULL)
                     X509_up_ref(anchor);
                 snprintf(gw->best.id, sizeof(gw->best.id), "%s",
-                         jstr(grp, "enrollmentGroupId") ? jstr(grp, "enrollmentGroupId")
-                                                        : doc->id);
+                         jstr(grp, "enrollmentGroupId") ? jstr(grp, "enrollmentGroupId") : doc->id);
             }
             sk_X509_pop_free(chain, X509_free);
-        } else if (!gw->have_failure || (uninformative(gw->failure.error) &&
-                                         !uninformative(v.error))) {
+        } else if (!gw->have_failure ||
+                   (uninformative(gw->failure.error) && !uninformative(v.error))) {
             gw->failure = v;
             gw->have_failure = true;
         }
@@ -325,13 +323,15 @@ static int groups(struct reg_ctx *ctx, const struct reg_request *req, struct att
         if (gw.unverified[0] != '\0')
             snprintf(msg, sizeof(msg),
                      "%s: its chain reaches CA certificate '%.128s', which has not passed proof "
-                     "of possession (unverified CA)", what, gw.unverified);
+                     "of possession (unverified CA)",
+                     what, gw.unverified);
         else if (gw.have_failure && !uninformative(gw.failure.error))
             snprintf(msg, sizeof(msg), "%s", gw.failure.message);
         else
             snprintf(msg, sizeof(msg),
                      "%s: no enrollment matches it and no enrollment group trusts its issuer "
-                     "(unknown CA)", what);
+                     "(unknown CA)",
+                     what);
         attest_fail(reply, DPS_CERTIFICATE_REFUSED, msg, "%s", msg);
         return -1;
     }
@@ -362,8 +362,7 @@ int attest_x509(struct reg_ctx *ctx, const struct reg_request *req, struct attes
     int r;
 
     describe(req->peer_leaf, 0, what, sizeof(what));
-    if (!x509_subject_cn(req->peer_leaf, cn, sizeof(cn)) ||
-        !str_ieq(cn, req->registration_id)) {
+    if (!x509_subject_cn(req->peer_leaf, cn, sizeof(cn)) || !str_ieq(cn, req->registration_id)) {
         char msg[512];
 
         snprintf(msg, sizeof(msg), "%s: subject CN does not match registration id '%s'", what,

@@ -182,7 +182,7 @@ static int find_group(struct reg_ctx *ctx, const struct reg_request *req,
     m->is_group = true;
     snprintf(m->group_id, sizeof(m->group_id), "%s",
              json_str(gs.found, "enrollmentGroupId") ? json_str(gs.found, "enrollmentGroupId")
-                                                      : gs.last_id);
+                                                     : gs.last_id);
     return 0;
 }
 
@@ -192,8 +192,8 @@ static int find_group(struct reg_ctx *ctx, const struct reg_request *req,
  * Unknown enrollments and wrong keys get the same answer, so a caller without
  * a key cannot probe which registration ids exist.
  */
-static int attest_symkey(struct reg_ctx *ctx, const struct reg_request *req,
-                         struct attest_match *m, struct reg_reply *reply)
+static int attest_symkey(struct reg_ctx *ctx, const struct reg_request *req, struct attest_match *m,
+                         struct reg_reply *reply)
 {
     struct store *st = ctx->store;
     struct sas_token tok;
@@ -206,29 +206,29 @@ static int attest_symkey(struct reg_ctx *ctx, const struct reg_request *req,
     memset(m, 0, sizeof(*m));
     if (req->authorization == NULL) {
         attest_fail(reply, DPS_UNAUTHORIZED,
-             "missing Authorization: a SharedAccessSignature token is required",
-             "no authorization header");
+                    "missing Authorization: a SharedAccessSignature token is required",
+                    "no authorization header");
         return -1;
     }
     if (sas_parse(req->authorization, &tok, &why) != 0) {
         attest_fail(reply, DPS_UNAUTHORIZED, "malformed SharedAccessSignature token",
-             "malformed token: %s", why);
+                    "malformed token: %s", why);
         return -1;
     }
     snprintf(expected, sizeof(expected), "%s/registrations/%s", req->scope, req->registration_id);
     if (!str_ieq(tok.sr, expected)) {
         attest_fail(reply, DPS_UNAUTHORIZED, "token audience (sr) does not match this registration",
-             "token sr '%.100s' is not '%.100s'", tok.sr, expected);
+                    "token sr '%.100s' is not '%.100s'", tok.sr, expected);
         goto refused;
     }
     if (tok.se + PROV_SAS_SKEW_SECONDS <= now) {
-        attest_fail(reply, DPS_UNAUTHORIZED, "token expired", "token expired at %lld (now %lld)", tok.se,
-             now);
+        attest_fail(reply, DPS_UNAUTHORIZED, "token expired", "token expired at %lld (now %lld)",
+                    tok.se, now);
         goto refused;
     }
     if (tok.has_skn && strcmp(tok.skn, "registration") != 0) {
         attest_fail(reply, DPS_UNAUTHORIZED, "token key name (skn) must be 'registration'",
-             "token skn is not 'registration'");
+                    "token skn is not 'registration'");
         goto refused;
     }
 
@@ -246,14 +246,14 @@ static int attest_symkey(struct reg_ctx *ctx, const struct reg_request *req,
         type = json_str(json_object_get(e, "attestation"), "type");
         if (type == NULL || !str_ieq(type, "symmetricKey")) {
             attest_fail(reply, DPS_UNAUTHORIZED, "registration not authorized",
-                 "individual enrollment uses %s attestation, device sent a SAS token",
-                 type ? type : "no");
+                        "individual enrollment uses %s attestation, device sent a SAS token",
+                        type ? type : "no");
             json_decref(e);
             goto refused;
         }
         if (!check_symkey(&tok, e)) {
             attest_fail(reply, DPS_UNAUTHORIZED, "registration not authorized",
-                 "signature does not match the individual enrollment's keys");
+                        "signature does not match the individual enrollment's keys");
             json_decref(e);
             goto refused;
         }
@@ -262,7 +262,7 @@ static int attest_symkey(struct reg_ctx *ctx, const struct reg_request *req,
         r = find_group(ctx, req, &tok, m);
         if (r == PROV_ENOTFOUND) {
             attest_fail(reply, DPS_UNAUTHORIZED, "registration not authorized",
-                 "no enrollment or enrollment group key matches");
+                        "no enrollment or enrollment group key matches");
             goto refused;
         }
         if (r != 0) {
@@ -275,9 +275,9 @@ static int attest_symkey(struct reg_ctx *ctx, const struct reg_request *req,
     }
     if (!enrollment_enabled(m->enrollment)) {
         attest_fail(reply, DPS_ENROLLMENT_DISABLED,
-             m->is_group ? "enrollment group is disabled" : "enrollment is disabled",
-             "%s%s is disabled", m->is_group ? "enrollment group " : "enrollment ",
-             m->is_group ? m->group_id : req->registration_id);
+                    m->is_group ? "enrollment group is disabled" : "enrollment is disabled",
+                    "%s%s is disabled", m->is_group ? "enrollment group " : "enrollment ",
+                    m->is_group ? m->group_id : req->registration_id);
         json_decref(m->enrollment);
         m->enrollment = NULL;
         goto refused;
@@ -326,7 +326,8 @@ static size_t candidate_hubs(const struct config *cfg, const json_t *enr,
         size_t i;
         const json_t *v;
 
-        json_array_foreach(list, i, v) {
+        json_array_foreach(list, i, v)
+        {
             const struct cfg_hub *h = find_hub(cfg, json_string_value(v));
 
             if (h != NULL && n < CFG_MAX_LIST)
@@ -357,12 +358,12 @@ static const struct cfg_hub *allocate(struct reg_ctx *ctx, const struct reg_requ
 
     if (n == 0) {
         attest_fail(reply, DPS_HUB_NOT_SPECIFIED, "no linked hub is available for this enrollment",
-             "no candidate hub");
+                    "no candidate hub");
         return NULL;
     }
     if (policy != NULL && str_ieq(policy, "custom")) {
         attest_fail(reply, DPS_ALLOCATION_UNSUPPORTED, "custom allocation is not supported yet",
-             "custom allocation policy");
+                    "custom allocation policy");
         return NULL;
     }
     if (policy != NULL && str_ieq(policy, "static"))
@@ -436,14 +437,15 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
         device_id = req->registration_id;
     else
         device_id = json_str(m.enrollment, "deviceId") ? json_str(m.enrollment, "deviceId")
-                                                        : req->registration_id;
+                                                       : req->registration_id;
 
     /* reprovisioning: a device already assigned keeps its hub unless the policy says otherwise */
     {
         const char *old_hub = NULL;
 
-        if (prev_state != NULL && str_ieq(json_str(prev_state, "status") ?
-                                          json_str(prev_state, "status") : "", "assigned"))
+        if (prev_state != NULL &&
+            str_ieq(json_str(prev_state, "status") ? json_str(prev_state, "status") : "",
+                    "assigned"))
             old_hub = json_str(prev_state, "assignedHub");
         if (old_hub != NULL && !reprovision_flag(m.enrollment, "updateHubAssignment"))
             hub = find_hub(ctx->cfg, old_hub);
@@ -457,8 +459,8 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
                                   req->registration_id, "status", "failed", "errorCode",
                                   why.error_code, "errorMessage", why.message,
                                   "lastUpdatedDateTimeUtc", now, "etag", quoted_etag(etag));
-                plog(LOG_WARN, "%s/%s: registration failed: %s", req->scope,
-                     req->registration_id, why.detail);
+                plog(LOG_WARN, "%s/%s: registration failed: %s", req->scope, req->registration_id,
+                     why.detail);
             }
         }
         if (hub != NULL && old_hub != NULL && !str_ieq(old_hub, hub->hostname))
@@ -472,9 +474,8 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
 
         state = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "registrationId",
                           req->registration_id, "createdDateTimeUtc", created, "assignedHub",
-                          hub->hostname, "deviceId", device_id, "status", "assigned",
-                          "substatus", substatus, "lastUpdatedDateTimeUtc", now, "etag",
-                          quoted_etag(etag));
+                          hub->hostname, "deviceId", device_id, "status", "assigned", "substatus",
+                          substatus, "lastUpdatedDateTimeUtc", now, "etag", quoted_etag(etag));
         /* the device's payload comes back to it (a custom-allocation webhook may replace it) */
         if (state != NULL && json_is_object(payload))
             json_object_set(state, "payload", (json_t *)payload);
@@ -496,8 +497,9 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
     regdoc.id = (char *)req->registration_id;
     regdoc.etag = etag;
     regdoc.json = state_text;
-    regdoc.created = (char *)(json_str(state, "createdDateTimeUtc") ?
-                              json_str(state, "createdDateTimeUtc") : now);
+    regdoc.created =
+        (char *)(json_str(state, "createdDateTimeUtc") ? json_str(state, "createdDateTimeUtc")
+                                                       : now);
     regdoc.updated = now;
     regdoc.group_id = m.is_group ? m.group_id : NULL;
     opdoc.id = opid;
@@ -515,9 +517,9 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
              m.is_group ? m.group_id : "");
     reply->status = 202;
     reply->retry_after = ctx->cfg->retry_after;
-    reply->body = json_pack("{s:s, s:s, s:{s:s, s:s}}", "operationId", opid, "status",
-                            "assigning", "registrationState", "registrationId",
-                            req->registration_id, "status", "assigning");
+    reply->body = json_pack("{s:s, s:s, s:{s:s, s:s}}", "operationId", opid, "status", "assigning",
+                            "registrationState", "registrationId", req->registration_id, "status",
+                            "assigning");
     if (reply->body == NULL)
         attest_fail(reply, DPS_INTERNAL, "internal error", "out of memory");
 out:
@@ -530,8 +532,8 @@ out:
     store_doc_release(&prev);
 }
 
-void registration_poll(struct reg_ctx *ctx, const struct reg_request *req,
-                       const char *operation_id, struct reg_reply *reply)
+void registration_poll(struct reg_ctx *ctx, const struct reg_request *req, const char *operation_id,
+                       struct reg_reply *reply)
 {
     struct store *st = ctx->store;
     struct attest_match m;
@@ -547,7 +549,7 @@ void registration_poll(struct reg_ctx *ctx, const struct reg_request *req,
     r = st->ops->operation_get(st, req->scope, operation_id, (long long)time(NULL), &op);
     if (r == PROV_ENOTFOUND || (r == 0 && !str_ieq(op.id, req->registration_id))) {
         attest_fail(reply, DPS_OPERATION_NOT_FOUND, "operation not found",
-             "operation %.80s not found for this registration", operation_id);
+                    "operation %.80s not found for this registration", operation_id);
         store_doc_release(&op);
         return;
     }
@@ -586,7 +588,7 @@ void registration_status(struct reg_ctx *ctx, const struct reg_request *req,
     r = st->ops->registration_get(st, req->scope, req->registration_id, &reg);
     if (r == PROV_ENOTFOUND) {
         attest_fail(reply, DPS_REGISTRATION_NOT_FOUND, "device has not registered",
-             "no registration record");
+                    "no registration record");
         return;
     }
     if (r != 0) {
