@@ -122,7 +122,7 @@ static int individual(struct reg_ctx *ctx, const struct reg_request *req, json_t
 
 /* One group's trust anchors, and whether one of them is an unverified CA. */
 struct anchors {
-    STACK_OF(X509) * certs;
+    STACK_OF(X509) *certs;
     char unverified_ca[257]; /* name of a referenced CA that is not verified, or "" */
 };
 
@@ -175,7 +175,7 @@ static int load_anchors(struct reg_ctx *ctx, const struct reg_request *req, cons
 }
 
 /* Is some anchor the issuer of a certificate in the presented chain? */
-static bool anchor_relevant(X509 *anchor, X509 *leaf, STACK_OF(X509) * chain)
+static bool anchor_relevant(X509 *anchor, X509 *leaf, STACK_OF(X509) *chain)
 {
     X509_NAME *subj = X509_get_subject_name(anchor);
 
