@@ -140,7 +140,8 @@ _pki_issue()
     fi
     _pki_key "$d/$name.key" || { _pki_fail "key generation for $name failed"; return 1; }
     openssl req -new -config "$d/ca.cnf" -key "$d/$name.key" -subj "/CN=$cn" \
-        -out "$d/$name.csr" 2>"$d/$name.err" || { _pki_fail "req $name: $(cat "$d/$name.err")"; return 1; }
+        -out "$d/$name.csr" 2>"$d/$name.err" ||
+        { _pki_fail "req $name: $(cat "$d/$name.err")"; return 1; }
     local sign=(-cert "$d/$issuer.pem" -keyfile "$d/$issuer.key")
     [ -n "$issuer" ] || sign=(-selfsign -keyfile "$d/$name.key")
     openssl ca -batch -notext -config "$d/ca.cnf" -rand_serial "${sign[@]}" \

@@ -16,6 +16,7 @@ const assert = require('node:assert');
 const { spawn, fork, execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+const https = require('node:https');
 const os = require('node:os');
 const path = require('node:path');
 const net = require('node:net');
@@ -178,12 +179,14 @@ class Provd {
     /*
      * opts.ip: this test file's own 127.0.0.N (another is used when it is
      * taken: read this.ip after start()). opts.extraArgs: more provd flags.
+     * opts.mqtt: also serve MQTT on this.ip:8883 (--mqtt-listen; see mqttHost).
      */
     constructor(opts)
     {
         this.ip = opts.ip;
         this.name = opts.name || 'provd';
         this.extraArgs = opts.extraArgs || [];
+        this.mqtt = Boolean(opts.mqtt);
         this.scope = SCOPE;
         this.hubs = HUBS.slice();
         this.ownerKey = randomKey(32);
@@ -219,6 +222,8 @@ class Provd {
         ];
         for (const h of this.hubs)
             args.push('--hub', h);
+        if (this.mqtt)
+            args.push('--mqtt-listen', `${this.ip}:8883`);
         args.push(...this.extraArgs);
         this.args = args;
         this.proc = spawn(BIN.provd, args, { stdio: ['ignore', errFd, errFd], cwd: this.dir });
@@ -244,6 +249,12 @@ class Provd {
             throw e;
         }
         return this;
+    }
+
+    /* The device MQTT transport's provisioning host: the SDK accepts host:port. */
+    get mqttHost()
+    {
+        return `${this.ip}:8883`;
     }
 
     get dbPath()
@@ -363,6 +374,62 @@ class Provd {
         if (key === null)
             key = policy === 'readonly' ? this.readKey : this.ownerKey;
         return `HostName=${this.ip};SharedAccessKeyName=${policy};SharedAccessKey=${key}`;
+    }
+
+    /* Authorization value for the service and admin APIs (sr = the host, as the SDK signs). */
+    serviceSas(policy = 'provisioningserviceowner', key = null, ttlSeconds = 3600)
+    {
+        if (key === null)
+            key = policy === 'readonly' ? this.readKey : this.ownerKey;
+        const se = Math.floor(Date.now() / 1000) + ttlSeconds;
+        const sig = crypto.createHmac('sha256', Buffer.from(key, 'base64'))
+            .update(`${this.ip}\n${se}`, 'utf8').digest('base64');
+        return `SharedAccessSignature sr=${this.ip}&sig=${encodeURIComponent(sig)}` +
+            `&skn=${policy}&se=${se}`;
+    }
+
+    /*
+     * One HTTPS request from the test process (trusting the test CA). opts:
+     * body (object: sent as JSON; string: as is), headers, auth (true: the
+     * owner's SAS), cert/key (a TLS client certificate). Resolves {status,
+     * headers, text, json} (json undefined when the body is not JSON).
+     */
+    request(method, urlPath, opts = {})
+    {
+        const headers = Object.assign({}, opts.headers || {});
+        let payload = null;
+        if (opts.body !== undefined) {
+            payload = typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body);
+            headers['Content-Type'] = 'application/json; charset=utf-8';
+            headers['Content-Length'] = Buffer.byteLength(payload);
+        }
+        if (opts.auth)
+            headers.Authorization = this.serviceSas();
+        return new Promise((resolve, reject) => {
+            const rq = https.request({
+                host: this.ip, port: 443, method, path: urlPath, headers, ca: this.caPem,
+                cert: opts.cert, key: opts.key, agent: false, timeout: 20000,
+            }, (res) => {
+                const chunks = [];
+                res.on('data', (d) => chunks.push(d));
+                res.on('end', () => {
+                    const text = Buffer.concat(chunks).toString('utf8');
+                    let json;
+                    try {
+                        json = JSON.parse(text);
+                    } catch (_) {
+                        json = undefined;
+                    }
+                    resolve({ status: res.statusCode, headers: res.headers, text, json });
+                });
+                res.on('error', reject);
+            });
+            rq.on('timeout', () => rq.destroy(new Error(`${method} ${urlPath}: timeout`)));
+            rq.on('error', reject);
+            if (payload !== null)
+                rq.write(payload);
+            rq.end();
+        });
     }
 
     /* Rows of the sqlite3 CLI for sql (tab separated), as one string. */
@@ -496,13 +563,39 @@ class Sdk {
         this.worker.close();
     }
 
-    /* Registers a symmetric-key device through the HTTP transport. */
+    /*
+     * Registers a symmetric-key device through the HTTP transport, or MQTT with
+     * opts.transport 'mqtt' (provd started with mqtt: true).
+     */
     register(registrationId, key, opts = {})
     {
         return this.worker.call('register', {
-            host: opts.host || this.server.ip,
+            host: opts.host || this.defaultHost(opts),
             scope: opts.scope || this.server.scope,
-            registrationId, key, payload: opts.payload,
+            registrationId, key, payload: opts.payload, transport: opts.transport,
+        }, opts.timeoutMs || 60000);
+    }
+
+    defaultHost(opts)
+    {
+        return opts.transport === 'mqtt' ? this.server.mqttHost : this.server.ip;
+    }
+
+    /*
+     * Registers an X.509 device through the HTTP transport with
+     * azure-iot-security-x509: cert is the PEM it presents (leaf, optionally
+     * followed by intermediates), key its private key. opts.newConnections:
+     * a connection per request with TLS sessions resumed (Node 18's default
+     * agent); the answer then has tls: {handshakes, resumed}. opts.transport
+     * 'mqtt': through the MQTT transport instead.
+     */
+    registerX509(registrationId, cert, key, opts = {})
+    {
+        return this.worker.call('registerX509', {
+            host: opts.host || this.defaultHost(opts),
+            scope: opts.scope || this.server.scope,
+            registrationId, cert, key, payload: opts.payload, newConnections: opts.newConnections,
+            transport: opts.transport,
         }, opts.timeoutMs || 60000);
     }
 
@@ -551,6 +644,87 @@ class Sdk {
     }
 }
 
+/*
+ * The test PKI of lib/pki.sh (openssl CLI), in dir. Certificate NAME has
+ * NAME.pem, NAME.key and NAME.chain.pem (itself and its issuers below the
+ * root). opts.validity: 'valid' (default), 'expired' or 'future'; opts.keyType:
+ * 'ec' (P-256, default) or 'rsa' (2048).
+ */
+class Pki {
+    constructor(dir)
+    {
+        this.dir = dir;
+        fs.mkdirSync(dir, { recursive: true });
+    }
+
+    run(cmd, args, opts = {})
+    {
+        const env = Object.assign({}, process.env, {
+            PKI_VALIDITY: opts.validity || 'valid', PKI_KEY: opts.keyType || 'ec',
+        });
+        try {
+            return execFileSync('bash', [path.join(__dirname, 'pki.sh'), this.dir, cmd, ...args],
+                { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+        } catch (e) {
+            throw new Error(`pki.sh ${cmd} ${args.join(' ')} failed: ${e.stderr || e.message}`);
+        }
+    }
+
+    root(name, cn, opts)
+    {
+        this.run('root', [name, cn], opts);
+        return this;
+    }
+
+    ca(name, issuer, cn, opts)
+    {
+        this.run('ca', [name, issuer, cn], opts);
+        return this;
+    }
+
+    notca(name, issuer, cn, opts)
+    {
+        this.run('notca', [name, issuer, cn], opts);
+        return this;
+    }
+
+    leaf(name, issuer, cn, opts)
+    {
+        this.run('leaf', [name, issuer, cn], opts);
+        return this;
+    }
+
+    file(name, ext = 'pem')
+    {
+        return path.join(this.dir, `${name}.${ext}`);
+    }
+
+    pem(name)
+    {
+        return fs.readFileSync(this.file(name), 'utf8');
+    }
+
+    chain(name)
+    {
+        return fs.readFileSync(this.file(name, 'chain.pem'), 'utf8');
+    }
+
+    key(name)
+    {
+        return fs.readFileSync(this.file(name, 'key'), 'utf8');
+    }
+
+    /* {sha1, sha256} thumbprints: upper-case hex without separators (Node's own parser). */
+    thumbprints(name)
+    {
+        const x = new crypto.X509Certificate(this.pem(name));
+        return {
+            sha1: x.fingerprint.replace(/:/g, '').toUpperCase(),
+            sha256: x.fingerprint256.replace(/:/g, '').toUpperCase(),
+        };
+    }
+}
+
 /* Asserts a worker answer is a success and returns its result. */
 function ok(r, what)
 {
@@ -570,6 +744,6 @@ function failsWith(r, status, what)
 }
 
 module.exports = {
-    SRC, BUILD, BIN, SCOPE, HUBS, Provd, Sdk, SdkWorker, randomKey, deriveKey, makeCerts, sleep,
+    SRC, BUILD, BIN, SCOPE, HUBS, Provd, Sdk, SdkWorker, Pki, randomKey, deriveKey, makeCerts, sleep,
     ok, failsWith,
 };

@@ -7,9 +7,12 @@
  * runBulkEnrollmentOperation never resolves, and Query.next() without an
  * argument drops the continuation token).
  */
+const https = require('node:https');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http: DeviceHttp } = require('azure-iot-provisioning-device-http');
+const { Mqtt: DeviceMqtt } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
+const { X509Security } = require('azure-iot-security-x509');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
 
 const services = new Map();
@@ -37,6 +40,21 @@ function parseMaybeJson(v)
     }
 }
 
+/* MQTT transport errors carry {topic, payload}; the status is in $dps/registrations/res/{status}/. */
+function mqttStatus(resp)
+{
+    if (!resp || typeof resp.topic !== 'string')
+        return undefined;
+    const m = /^\$dps\/registrations\/res\/(\d+)\//.exec(resp.topic);
+    return m ? Number(m[1]) : undefined;
+}
+
+/* The device transport an op asks for: HTTP (default) or MQTT (args.transport 'mqtt'). */
+function deviceTransport(args)
+{
+    return args.transport === 'mqtt' ? new DeviceMqtt() : new DeviceHttp();
+}
+
 function serializeError(e)
 {
     if (!(e instanceof Error))
@@ -49,7 +67,8 @@ function serializeError(e)
         type: e.constructor ? e.constructor.name : undefined,
         message: e.message,
         code: e.code,
-        statusCode: resp && typeof resp.statusCode === 'number' ? resp.statusCode : undefined,
+        statusCode: resp && typeof resp.statusCode === 'number' ? resp.statusCode
+            : mqttStatus(resp),
         headers: resp && resp.headers ? resp.headers : undefined,
         body,
     };
@@ -62,6 +81,64 @@ function responseInfo(resp)
     return { status: resp.statusCode, headers: resp.headers };
 }
 
+/*
+ * Node 18's default https agent opens a connection per request and resumes
+ * cached TLS sessions; Node 20's keeps connections alive. newConnections
+ * gives the Node 18 behaviour on both: one agent without keep-alive, kept for
+ * the worker's life so that its session cache carries over between calls.
+ * It counts the handshakes that resumed a session.
+ */
+class CountingAgent extends https.Agent {
+    constructor()
+    {
+        super({ keepAlive: false });
+        this.handshakes = 0;
+        this.resumed = 0;
+    }
+
+    createConnection(options, cb)
+    {
+        const s = super.createConnection(options, cb);
+        s.once('secureConnect', () => {
+            this.handshakes++;
+            if (s.isSessionReused())
+                this.resumed++;
+        });
+        return s;
+    }
+}
+
+const defaultAgent = https.globalAgent;
+let newConnAgent = null;
+
+function runRegister(client, args, done)
+{
+    if (args.newConnections) {
+        if (newConnAgent === null)
+            newConnAgent = new CountingAgent();
+        /* https.request reads https.globalAgent at each call; calls run one at a time */
+        https.globalAgent = newConnAgent;
+        const inner = done;
+        const before = { handshakes: newConnAgent.handshakes, resumed: newConnAgent.resumed };
+        done = (r) => {
+            https.globalAgent = defaultAgent;
+            r.tls = {
+                handshakes: newConnAgent.handshakes - before.handshakes,
+                resumed: newConnAgent.resumed - before.resumed,
+            };
+            inner(r);
+        };
+    }
+    if (args.payload !== undefined)
+        client.setProvisioningPayload(args.payload);
+    client.register((err, result) => {
+        if (err)
+            done({ ok: false, error: serializeError(err) });
+        else
+            done({ ok: true, result });
+    });
+}
+
 const ops = {
     ping(args, done)
     {
@@ -71,15 +148,21 @@ const ops = {
     register(args, done)
     {
         const sec = new SymmetricKeySecurityClient(args.registrationId, args.key);
-        const client = ProvisioningDeviceClient.create(args.host, args.scope, new DeviceHttp(), sec);
-        if (args.payload !== undefined)
-            client.setProvisioningPayload(args.payload);
-        client.register((err, result) => {
-            if (err)
-                done({ ok: false, error: serializeError(err) });
-            else
-                done({ ok: true, result });
-        });
+        const client = ProvisioningDeviceClient.create(args.host, args.scope, deviceTransport(args),
+            sec);
+        runRegister(client, args, done);
+    },
+
+    /*
+     * X.509: args.cert is the PEM the device presents (its leaf, optionally
+     * followed by intermediates), args.key its private key (PEM).
+     */
+    registerX509(args, done)
+    {
+        const sec = new X509Security(args.registrationId, { cert: args.cert, key: args.key });
+        const client = ProvisioningDeviceClient.create(args.host, args.scope, deviceTransport(args),
+            sec);
+        runRegister(client, args, done);
     },
 
     service(args, done)
