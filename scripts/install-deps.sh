@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 build_pkgs=(
     build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
     libssl-dev libevent-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
-    libhttp-parser-dev libcmocka-dev libmosquitto-dev
+    libhttp-parser-dev libcmocka-dev libmosquitto-dev libtss2-dev
 )
 run_pkgs=(openssl curl sqlite3 ca-certificates python3 mosquitto-clients)
 node_pkgs=(nodejs npm)
