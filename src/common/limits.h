@@ -19,5 +19,9 @@
 #define PROV_MAX_CONN_PER_WORKER 20000
 #define PROV_IDLE_TIMEOUT_SECONDS 120
 #define PROV_OPERATION_TTL_SECONDS (24 * 3600)
+/* MQTT: a register PUBLISH carries a 96 KB body plus its topic and headers */
+#define PROV_MAX_MQTT_PACKET (PROV_MAX_BODY + 4096)
+#define PROV_MQTT_CONNECT_TIMEOUT_SECONDS 10 /* TLS handshake plus CONNECT */
+#define PROV_MQTT_MAX_RID 256               /* the $rid a device chooses, echoed back */
 
 #endif

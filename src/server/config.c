@@ -14,7 +14,7 @@
 #define PROVD_VERSION "0.0.0"
 #endif
 
-enum cfg_kind { K_LISTEN, K_PATH, K_SCOPE, K_POLICY, K_HUB, K_INT, K_LOGLEVEL };
+enum cfg_kind { K_LISTEN, K_MQTT_LISTEN, K_PATH, K_SCOPE, K_POLICY, K_HUB, K_INT, K_LOGLEVEL };
 
 struct cfg_option {
     const char *name;
@@ -31,6 +31,8 @@ struct cfg_option {
 static const struct cfg_option options[] = {
     {"listen", K_LISTEN, 0, 0, 0, true, "ADDR:PORT",
      "HTTPS listener for the device and service APIs (default 127.0.0.1:443)"},
+    {"mqtt-listen", K_MQTT_LISTEN, 0, 0, 0, true, "ADDR[:PORT]",
+     "MQTT-over-TLS listener for the device API (port 8883 when omitted; none by default)"},
     {"tls-cert", K_PATH, OFF(tls_cert), 0, 0, false, "FILE", "server certificate chain (PEM)"},
     {"tls-key", K_PATH, OFF(tls_key), 0, 0, false, "FILE", "server private key (PEM)"},
     {"data-dir", K_PATH, OFF(data_dir), 0, 0, false, "DIR",
@@ -123,6 +125,49 @@ static int set_listen(struct config *cfg, const char *v, char *err, size_t errle
     snprintf(l->port, sizeof(l->port), "%ld", port);
     cfg->nlisten++;
     return 0;
+}
+
+/*
+ * ADDR[:PORT] for MQTT: IPv4 or a host name with an optional port, [IPv6] with
+ * an optional port, or a bare IPv6 address (more than one colon) without one.
+ */
+static int set_mqtt_listen(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+    struct cfg_listen *l;
+    const char *host = v, *port = NULL, *colon = strchr(v, ':');
+    size_t hlen;
+    long n = 8883;
+
+    if (cfg->nmqtt_listen == CFG_MAX_LIST) {
+        snprintf(err, errlen, "mqtt-listen: too many listeners");
+        return PROV_EINVAL;
+    }
+    l = &cfg->mqtt_listen[cfg->nmqtt_listen];
+    if (v[0] == '[') {
+        const char *rb = strchr(v, ']');
+
+        if (rb == NULL || (rb[1] != '\0' && rb[1] != ':'))
+            goto bad;
+        host = v + 1;
+        hlen = (size_t)(rb - host);
+        port = rb[1] == ':' ? rb + 2 : NULL;
+    } else if (colon != NULL && strchr(colon + 1, ':') == NULL) {
+        hlen = (size_t)(colon - v);
+        port = colon + 1;
+    } else {
+        hlen = strlen(v); /* no colon, or a bare IPv6 address */
+    }
+    if (hlen == 0 || hlen >= sizeof(l->host) || memchr(host, ']', hlen) != NULL ||
+        (port != NULL && parse_long(port, 1, 65535, &n) != 0))
+        goto bad;
+    memcpy(l->host, host, hlen);
+    l->host[hlen] = '\0';
+    snprintf(l->port, sizeof(l->port), "%ld", n);
+    cfg->nmqtt_listen++;
+    return 0;
+bad:
+    snprintf(err, errlen, "mqtt-listen: '%s' is not ADDR[:PORT]", v);
+    return PROV_EINVAL;
 }
 
 static int set_policy(struct config *cfg, const char *v, char *err, size_t errlen)
@@ -256,6 +301,7 @@ static void clear_list(struct config *cfg, enum cfg_kind kind)
 {
     switch (kind) {
     case K_LISTEN: cfg->nlisten = 0; break;
+    case K_MQTT_LISTEN: cfg->nmqtt_listen = 0; break;
     case K_SCOPE: cfg->nscopes = 0; break;
     case K_POLICY:
         prov_cleanse(cfg->policies, sizeof(cfg->policies));
@@ -273,6 +319,7 @@ static int apply(struct config *cfg, const struct cfg_option *o, const char *v, 
 
     switch (o->kind) {
     case K_LISTEN: return set_listen(cfg, v, err, errlen);
+    case K_MQTT_LISTEN: return set_mqtt_listen(cfg, v, err, errlen);
     case K_SCOPE: return set_scope(cfg, v, err, errlen);
     case K_POLICY: return set_policy(cfg, v, err, errlen);
     case K_HUB: return set_hub(cfg, v, err, errlen);

@@ -44,6 +44,8 @@ struct cfg_listen {
 struct config {
     struct cfg_listen listen[CFG_MAX_LIST];
     size_t nlisten;
+    struct cfg_listen mqtt_listen[CFG_MAX_LIST]; /* MQTT over TLS; none unless configured */
+    size_t nmqtt_listen;
     char tls_cert[1024];
     char tls_key[1024];
     char data_dir[1024];

@@ -14,6 +14,7 @@
 #include "../common/limits.h"
 #include "../common/util.h"
 #include "api.h"
+#include "dps_wire.h"
 #include "registration.h"
 
 static void send_reply(struct http_response *resp, const struct http_request *req,
@@ -85,32 +86,10 @@ void device_api_handle(struct worker *w, struct http_request *req, struct http_r
         return;
     }
     /* a body, when there is one, is a DeviceRegistration object (GET bodies are ignored) */
-    if (op != POLL && req->body_len > 0) {
-        json_error_t e;
-        const json_t *id;
-
-        body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &e);
-        if (body == NULL || !json_is_object(body)) {
-            http_response_error(resp, req, DPS_INVALID_BODY,
-                                body ? "request body must be a JSON object"
-                                     : "malformed JSON body: %s (line %d, column %d)",
-                                e.text, e.line, e.column);
-            json_decref(body);
-            return;
-        }
-        id = json_object_get(body, "registrationId");
-        if (id != NULL && (!json_is_string(id) || !str_ieq(json_string_value(id), rid))) {
-            http_response_error(resp, req, DPS_REGISTRATION_ID_MISMATCH,
-                                "registrationId in the body does not match the path");
-            json_decref(body);
-            return;
-        }
-        if (json_object_get(body, "tpm") != NULL) {
-            http_response_error(resp, req, DPS_UNSUPPORTED_ATTESTATION,
-                                "TPM attestation is not supported by this server yet");
-            json_decref(body);
-            return;
-        }
+    if (op != POLL && dps_parse_registration(req->body, req->body_len, rid, DPS_TRANSPORT_HTTPS,
+                                             &body, &reply) != 0) {
+        send_reply(resp, req, &reply);
+        return;
     }
     rr.scope = scope;
     rr.registration_id = rid;

@@ -12,6 +12,7 @@
 #include "../common/errors.h"
 #include "../common/limits.h"
 #include "../common/util.h"
+#include "dps_wire.h"
 
 struct http_parser_state {
     http_parser parser;
@@ -128,7 +129,6 @@ void http_response_error(struct http_response *resp, const struct http_request *
                          const char *fmt, ...)
 {
     char msg[512];
-    char ts[40];
     char code[16];
     va_list ap;
     json_t *o;
@@ -136,9 +136,7 @@ void http_response_error(struct http_response *resp, const struct http_request *
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    time_now_rfc3339(ts, sizeof(ts));
-    o = json_pack("{s:i, s:s, s:s, s:s}", "errorCode", errcode, "trackingId",
-                  req ? req->request_id : "", "message", msg, "timestampUtc", ts);
+    o = dps_error_body(errcode, req ? req->request_id : "", msg);
     http_response_json(resp, errcode / 1000, o);
     json_decref(o);
     snprintf(code, sizeof(code), "%d", errcode);

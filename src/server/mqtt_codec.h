@@ -136,6 +136,13 @@ int mqtt_frame(const uint8_t *buf, size_t len, size_t max, size_t *size, const c
 int mqtt_decode(const uint8_t *buf, size_t len, size_t max, struct mqtt_packet *pkt,
                 const char **why);
 
+/*
+ * Whether topic name topic matches topic filter filter (3.1.1 §4.7): '+' is
+ * one level, '#' (last) the rest including the parent level, and filters
+ * starting with a wildcard do not match topics starting with '$'.
+ */
+bool mqtt_topic_match(const char *filter, size_t flen, const char *topic, size_t tlen);
+
 /* Well-formed UTF-8 (no overlong forms, no surrogates, at most U+10FFFF) without U+0000. */
 bool mqtt_utf8_valid(const char *p, size_t len);
 

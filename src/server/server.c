@@ -26,6 +26,7 @@
 #include "../common/log.h"
 #include "../store/store.h"
 #include "http.h"
+#include "mqtt_conn.h"
 
 #define LOG_MODULE "server"
 
@@ -234,49 +235,63 @@ static void format_peer(const struct sockaddr *sa, char *out, size_t outlen)
     snprintf(out, outlen, "%s:%u", host, port);
 }
 
+/* Counts the connection and wraps fd in a TLS bufferevent; NULL (fd closed) on failure. */
+static struct bufferevent *accept_tls(struct worker *w, evutil_socket_t fd, SSL **sslp)
+{
+    struct bufferevent *bev;
+    SSL *ssl;
+    int one = 1;
+
+    if (w->nconns >= PROV_MAX_CONN_PER_WORKER) {
+        plog(LOG_WARN, "connection limit reached, refusing");
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ssl = SSL_new(w->srv->ssl_ctx);
+    if (ssl == NULL) {
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                         BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        SSL_free(ssl);
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    w->nconns++;
+    *sslp = ssl;
+    return bev;
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
     struct worker *w = arg;
     struct http_conn *hc;
-    SSL *ssl;
+    SSL *ssl = NULL;
+    struct bufferevent *bev;
     struct timeval idle = {PROV_IDLE_TIMEOUT_SECONDS, 0};
-    int one = 1;
 
     (void)l;
     (void)salen;
-    if (w->nconns >= PROV_MAX_CONN_PER_WORKER) {
-        plog(LOG_WARN, "connection limit reached, refusing");
-        evutil_closesocket(fd);
+    bev = accept_tls(w, fd, &ssl);
+    if (bev == NULL)
         return;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     hc = calloc(1, sizeof(*hc));
-    ssl = SSL_new(w->srv->ssl_ctx);
-    if (hc == NULL || ssl == NULL) {
+    if (hc != NULL)
+        hc->ps = http_parser_state_new(on_request, hc);
+    if (hc == NULL || hc->ps == NULL) {
         free(hc);
-        SSL_free(ssl);
-        evutil_closesocket(fd);
+        bufferevent_free(bev);
+        w->nconns--;
         return;
     }
     hc->c.w = w;
     hc->c.ssl = ssl;
+    hc->bev = bev;
     format_peer(sa, hc->peer, sizeof(hc->peer));
-    hc->ps = http_parser_state_new(on_request, hc);
-    hc->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                             BEV_OPT_CLOSE_ON_FREE);
-    if (hc->ps == NULL || hc->bev == NULL) {
-        if (hc->bev == NULL) {
-            SSL_free(ssl);
-            evutil_closesocket(fd);
-        }
-        http_parser_state_free(hc->ps);
-        if (hc->bev != NULL)
-            bufferevent_free(hc->bev);
-        free(hc);
-        return;
-    }
-    w->nconns++;
     hc->next = w->conns;
     if (w->conns != NULL)
         w->conns->prev = hc;
@@ -288,12 +303,29 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_enable(hc->bev, EV_READ | EV_WRITE);
 }
 
+static void on_mqtt_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                           int salen, void *arg)
+{
+    struct worker *w = arg;
+    SSL *ssl = NULL;
+    struct bufferevent *bev;
+    char peer[64];
+
+    (void)l;
+    (void)salen;
+    bev = accept_tls(w, fd, &ssl);
+    if (bev == NULL)
+        return;
+    format_peer(sa, peer, sizeof(peer));
+    (void)mqtt_conn_start(w, bev, ssl, peer); /* on failure it has freed bev and uncounted */
+}
+
 /*
  * The workers share each address through SO_REUSEPORT, which would also let a
  * second provd join the same address silently and split its traffic. A probe
  * bind without SO_REUSEPORT fails when anything listens there already.
  */
-static int probe_address(const struct cfg_listen *l, char *err, size_t errlen)
+static int probe_address(const char *opt, const struct cfg_listen *l, char *err, size_t errlen)
 {
     struct addrinfo hints = {0}, *res = NULL;
     int fd, one = 1, rc;
@@ -303,14 +335,14 @@ static int probe_address(const struct cfg_listen *l, char *err, size_t errlen)
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     rc = getaddrinfo(l->host, l->port, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errlen, "--listen %s:%s: %s", l->host, l->port, gai_strerror(rc));
+        snprintf(err, errlen, "%s %s:%s: %s", opt, l->host, l->port, gai_strerror(rc));
         return PROV_EINVAL;
     }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     rc = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
          bind(fd, res->ai_addr, res->ai_addrlen) == 0;
     if (!rc)
-        snprintf(err, errlen, "--listen %s:%s: %s", l->host, l->port,
+        snprintf(err, errlen, "%s %s:%s: %s", opt, l->host, l->port,
                  errno == EADDRINUSE ? "address already in use (is another provd running?)"
                                      : strerror(errno));
     if (fd >= 0)
@@ -319,7 +351,8 @@ static int probe_address(const struct cfg_listen *l, char *err, size_t errlen)
     return rc ? 0 : PROV_EIO;
 }
 
-static evutil_socket_t bind_socket(const struct cfg_listen *l, char *err, size_t errlen)
+static evutil_socket_t bind_socket(const char *opt, const struct cfg_listen *l, char *err,
+                                   size_t errlen)
 {
     struct addrinfo hints = {0}, *res = NULL;
     evutil_socket_t fd = -1;
@@ -331,7 +364,7 @@ static evutil_socket_t bind_socket(const struct cfg_listen *l, char *err, size_t
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     rc = getaddrinfo(l->host, l->port, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errlen, "--listen %s:%s: %s", l->host, l->port, gai_strerror(rc));
+        snprintf(err, errlen, "%s %s:%s: %s", opt, l->host, l->port, gai_strerror(rc));
         return -1;
     }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -339,7 +372,7 @@ static evutil_socket_t bind_socket(const struct cfg_listen *l, char *err, size_t
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-        snprintf(err, errlen, "--listen %s:%s: %s", l->host, l->port, strerror(errno));
+        snprintf(err, errlen, "%s %s:%s: %s", opt, l->host, l->port, strerror(errno));
         if (fd >= 0)
             close(fd);
         fd = -1;
@@ -364,6 +397,7 @@ static void *worker_main(void *arg)
     event_base_dispatch(w->base);
     while (w->conns != NULL)
         conn_free(w->conns);
+    mqtt_conn_free_all(w);
     return NULL;
 }
 
@@ -415,7 +449,22 @@ int server_start(struct server *srv, char *err, size_t errlen)
     }
     snprintf(srv->store_path, sizeof(srv->store_path), "%s/provd.db", cfg->data_dir);
     for (size_t k = 0; k < cfg->nlisten; k++) {
-        if (probe_address(&cfg->listen[k], err, errlen) != 0)
+        if (probe_address("--listen", &cfg->listen[k], err, errlen) != 0)
+            return PROV_EIO;
+    }
+    for (size_t k = 0; k < cfg->nmqtt_listen; k++) {
+        const struct cfg_listen *m = &cfg->mqtt_listen[k];
+
+        /* both would bind with SO_REUSEPORT and silently share the port */
+        for (size_t j = 0; j < cfg->nlisten; j++) {
+            if (strcmp(m->host, cfg->listen[j].host) == 0 &&
+                strcmp(m->port, cfg->listen[j].port) == 0) {
+                snprintf(err, errlen, "--mqtt-listen %s:%s: also a --listen address", m->host,
+                         m->port);
+                return PROV_EINVAL;
+            }
+        }
+        if (probe_address("--mqtt-listen", m, err, errlen) != 0)
             return PROV_EIO;
     }
     srv->workers = calloc((size_t)n, sizeof(*srv->workers));
@@ -440,7 +489,7 @@ int server_start(struct server *srv, char *err, size_t errlen)
         }
         w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
         for (size_t k = 0; k < cfg->nlisten; k++) {
-            evutil_socket_t fd = bind_socket(&cfg->listen[k], err, errlen);
+            evutil_socket_t fd = bind_socket("--listen", &cfg->listen[k], err, errlen);
 
             if (fd < 0)
                 return PROV_EIO;
@@ -448,6 +497,21 @@ int server_start(struct server *srv, char *err, size_t errlen)
                                                  LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
                                                  fd);
             if (w->listeners[k] == NULL) {
+                close(fd);
+                snprintf(err, errlen, "libevent: cannot listen");
+                return PROV_EIO;
+            }
+        }
+        for (size_t k = 0; k < cfg->nmqtt_listen; k++) {
+            evutil_socket_t fd = bind_socket("--mqtt-listen", &cfg->mqtt_listen[k], err, errlen);
+
+            if (fd < 0)
+                return PROV_EIO;
+            w->mqtt_listeners[k] = evconnlistener_new(w->base, on_mqtt_accept, w,
+                                                      LEV_OPT_CLOSE_ON_FREE |
+                                                          LEV_OPT_CLOSE_ON_EXEC,
+                                                      -1, fd);
+            if (w->mqtt_listeners[k] == NULL) {
                 close(fd);
                 snprintf(err, errlen, "libevent: cannot listen");
                 return PROV_EIO;
@@ -478,6 +542,9 @@ int server_start(struct server *srv, char *err, size_t errlen)
     for (size_t k = 0; k < cfg->nlisten; k++)
         plog(LOG_INFO, "listening on https://%s:%s (%d workers)", cfg->listen[k].host,
              cfg->listen[k].port, n);
+    for (size_t k = 0; k < cfg->nmqtt_listen; k++)
+        plog(LOG_INFO, "listening on mqtts://%s:%s (%d workers)", cfg->mqtt_listen[k].host,
+             cfg->mqtt_listen[k].port, n);
     log_ssl_errors("tls");
     return 0;
 }
@@ -512,6 +579,8 @@ void server_free(struct server *srv)
         for (size_t k = 0; k < CFG_MAX_LIST; k++) {
             if (w->listeners[k] != NULL)
                 evconnlistener_free(w->listeners[k]);
+            if (w->mqtt_listeners[k] != NULL)
+                evconnlistener_free(w->mqtt_listeners[k]);
         }
         if (w->stop_ev != NULL)
             event_free(w->stop_ev);

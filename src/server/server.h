@@ -20,6 +20,7 @@ struct evconnlistener;
 
 struct server;
 struct http_conn;
+struct mqtt_conn;
 
 struct worker {
     int index;
@@ -28,10 +29,12 @@ struct worker {
     struct event_base *base;
     struct store *store;
     struct evconnlistener *listeners[CFG_MAX_LIST];
+    struct evconnlistener *mqtt_listeners[CFG_MAX_LIST];
     struct event *stop_ev;
     pthread_t thread;
     unsigned nconns;
     struct http_conn *conns; /* open connections (owned by this thread) */
+    struct mqtt_conn *mqtt_conns; /* open MQTT connections (mqtt_conn.c) */
 };
 
 struct server {
