@@ -15,7 +15,7 @@ build_pkgs=(
     libssl-dev libevent-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
     libhttp-parser-dev libcmocka-dev libmosquitto-dev libtss2-dev
 )
-run_pkgs=(openssl curl sqlite3 ca-certificates python3 mosquitto-clients)
+run_pkgs=(openssl curl sqlite3 ca-certificates python3 mosquitto-clients swtpm tpm2-tools)
 node_pkgs=(nodejs npm)
 
 log()
