@@ -5,8 +5,9 @@
  * A device describes its provisioning service (host, ID scope, registration
  * id), sets one credential (a symmetric key, an enrollment group key, or an
  * X.509 certificate and its private key) and calls prov_register(), which
- * sends the register request over HTTPS, polls the operation until the
- * service has decided, and returns the assigned hub and device id.
+ * sends the register request over HTTPS (or MQTT, see below), polls the
+ * operation until the service has decided, and returns the assigned hub and
+ * device id.
  *
  *     struct prov_options opt = PROV_OPTIONS_INIT;
  *     struct prov_client *c = NULL;
@@ -26,6 +27,11 @@
  * An X.509 device leaves registration_id NULL (its certificate's subject CN
  * is the registration id) and calls
  * prov_client_set_x509(c, "device-chain.pem", "device-key.pem") instead.
+ *
+ * Transports (since 0.3): opt.transport = PROV_TRANSPORT_MQTT registers over
+ * MQTT 3.1.1 on TLS (port 8883 unless the host carries one) instead of HTTPS
+ * (port 443), with every credential kind; the answers and return codes are
+ * the same. MQTT uses libmosquitto; see prov_register for what that implies.
  *
  * Conventions:
  * - Functions returning int return 0 on success or a negative PROV_E* code.
@@ -111,6 +117,18 @@ enum prov_log_level {
 typedef void (*prov_log_fn)(int level, const char *msg, void *arg);
 PROV_EXPORT void prov_set_log_callback(prov_log_fn cb, void *arg);
 
+/* How prov_register talks to the service (device protocol §3 and §6). */
+enum prov_transport {
+    PROV_TRANSPORT_HTTPS = 0, /* HTTPS, port 443 by default */
+    PROV_TRANSPORT_MQTT = 1,  /* MQTT 3.1.1 over TLS, port 8883 by default */
+};
+
+/*
+ * The transport's name, "https" or "mqtt"; NULL for an unknown value. A static
+ * string, not to be freed. Since 0.3.
+ */
+PROV_EXPORT const char *prov_transport_name(int transport);
+
 /*
  * Client options. Always start from PROV_OPTIONS_INIT: fields are appended in
  * later versions, and the size field tells the library which ones this
@@ -119,7 +137,7 @@ PROV_EXPORT void prov_set_log_callback(prov_log_fn cb, void *arg);
 struct prov_options {
     size_t size;                 /* sizeof(struct prov_options); set by PROV_OPTIONS_INIT */
     const char *host;            /* "name", "name:port", "[v6addr]" or "[v6addr]:port";
-                                    port defaults to 443. Required */
+                                    port defaults to 443 (HTTPS) or 8883 (MQTT). Required */
     const char *id_scope;        /* required */
     const char *registration_id; /* 1..128 of [A-Za-z0-9-._:], ends alnum or '-'. Required
                                     for keys; with X.509, NULL takes the certificate's
@@ -127,8 +145,12 @@ struct prov_options {
     const char *ca_file;         /* PEM bundle of trusted CAs; NULL = system store */
     const char *payload_json;    /* optional JSON value sent as "payload" */
     int timeout_seconds;         /* overall limit for prov_register; 0 = 60 */
+    /* since 0.3; a libprov older than the program refuses a non-zero value */
+    enum prov_transport transport; /* PROV_TRANSPORT_HTTPS (0, the default) or _MQTT */
 };
-#define PROV_OPTIONS_INIT { sizeof(struct prov_options), NULL, NULL, NULL, NULL, NULL, 0 }
+#define PROV_OPTIONS_INIT                                                   \
+    { sizeof(struct prov_options), NULL, NULL, NULL, NULL, NULL, 0,         \
+      PROV_TRANSPORT_HTTPS }
 
 struct prov_client;
 
@@ -188,7 +210,8 @@ PROV_EXPORT int prov_client_set_x509(struct prov_client *c, const char *cert_fil
  * Strings are NULL when the service did not send the field.
  */
 struct prov_result {
-    int http_status;                     /* HTTP status of the last answer */
+    int http_status;                     /* HTTP status of the last answer (MQTT: the
+                                            status in its response topic) */
     const char *status;                  /* "assigned", "failed", "disabled", "assigning";
                                             NULL when the answer was an HTTP error */
     const char *operation_id;
@@ -217,6 +240,31 @@ struct prov_result {
  * Registers the device: PUT .../register, then polls the operation every
  * Retry-After seconds until the service decides or the timeout passes.
  * Reuses one TLS connection when the server keeps it open.
+ *
+ * Over MQTT (device protocol §6) it opens one connection per call: client id
+ * = registration id, user name {idScope}/registrations/{registrationId}/
+ * api-version=2019-03-31&ClientVersion=libprov%2F<version>, password = the
+ * SAS token (none for X.509, which presents its certificate in the TLS
+ * handshake), clean session, keepalive 60 s. It subscribes to
+ * $dps/registrations/res/#, publishes the register request and then the
+ * polls (QoS 1, each with a new $rid), and reads each answer from
+ * $dps/registrations/res/{status}/?$rid={rid}[&retry-after={s}]; answers
+ * to another $rid are ignored. Statuses 429 and 5xx are retried after
+ * retry-after seconds until the timeout (HTTPS retries 429 and 503). A
+ * CONNACK that refuses the connection gives PROV_EAUTH (bad user name or
+ * password, not authorised), PROV_EAGAIN (server unavailable) or
+ * PROV_EPROTO, with no result. Notes on libmosquitto:
+ *   - the first MQTT registration calls mosquitto_lib_init() once for the
+ *     process (under pthread_once; it also seeds rand()); the library never
+ *     calls mosquitto_lib_cleanup(), so a program that uses libmosquitto
+ *     itself keeps its own init/cleanup pairs;
+ *   - mosquitto_new() sets SIGPIPE to SIG_IGN; libprov puts the previous
+ *     disposition back and instead blocks SIGPIPE in the calling thread while
+ *     it works, discarding one it caused;
+ *   - libmosquitto keeps its own copy of the SAS token (which expires after
+ *     an hour; never the key) and frees it without wiping;
+ *   - its loop uses select(), so the socket must be below FD_SETSIZE (1024):
+ *     a process with more descriptors open gets PROV_EIO.
  *
  * Returns 0 when the device was assigned; then (*out)->assigned_hub and
  * (*out)->device_id are set. Otherwise a negative code:

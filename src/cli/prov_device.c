@@ -42,7 +42,8 @@ struct args {
     int timeout;             /* 0 = library default */
     bool json;
     bool verbose;
-    /* later: transport ("https" now; "mqtt"), chosen with --transport */
+    enum prov_transport transport; /* --transport, HTTPS by default */
+    bool transport_given;
 };
 
 enum option_id {
@@ -56,6 +57,7 @@ enum option_id {
     OPT_CACERT,
     OPT_PAYLOAD,
     OPT_TIMEOUT,
+    OPT_TRANSPORT,
     OPT_JSON,
     OPT_VERBOSE,
     OPT_HELP,
@@ -72,6 +74,7 @@ static const struct option long_options[] = {
     {"cacert", required_argument, NULL, OPT_CACERT},
     {"payload", required_argument, NULL, OPT_PAYLOAD},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"transport", required_argument, NULL, OPT_TRANSPORT},
     {"json", no_argument, NULL, OPT_JSON},
     {"verbose", no_argument, NULL, OPT_VERBOSE},
     {"help", no_argument, NULL, OPT_HELP},
@@ -83,13 +86,13 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: " PROG " --scope SCOPE --registration-id ID\n"
             "                   (--symmetric-key KEY | --group-key KEY) --host HOST[:PORT]\n"
-            "                   [--cacert FILE] [--payload JSON] [--timeout SECONDS]\n"
-            "                   [--json] [--verbose]\n"
+            "                   [--transport https|mqtt] [--cacert FILE] [--payload JSON]\n"
+            "                   [--timeout SECONDS] [--json] [--verbose]\n"
             "       " PROG " --scope SCOPE [--registration-id ID]\n"
             "                   --cert FILE --key FILE --host HOST[:PORT] [options as above]\n"
             "\n"
             "Registers a device with a DPS-compatible provisioning service over HTTPS\n"
-            "and prints the hub and device id it was assigned.\n"
+            "or MQTT and prints the hub and device id it was assigned.\n"
             "\n"
             "  --scope SCOPE            ID scope of the provisioning service\n"
             "  --registration-id ID     the device's registration id; with --cert it\n"
@@ -102,7 +105,10 @@ static void usage(FILE *f)
             "                           sent in the TLS handshake\n"
             "  --key FILE               X.509: the certificate's private key (PEM, not\n"
             "                           encrypted)\n"
-            "  --host HOST[:PORT]       service host name, port 443 by default\n"
+            "  --host HOST[:PORT]       service host name; the port defaults to 443, or to\n"
+            "                           8883 with --transport mqtt\n"
+            "  --transport https|mqtt   HTTPS (the default), or MQTT 3.1.1 over TLS; both\n"
+            "                           take every credential kind\n"
             "  --cacert FILE            trust the CA certificates in FILE (PEM) instead of\n"
             "                           the system store\n"
             "  --payload JSON           JSON value sent to the service as the payload\n"
@@ -252,6 +258,17 @@ static int parse_args(int argc, char **argv, struct args *a)
             if (parse_timeout(optarg, &a->timeout) != 0)
                 return usage_error("invalid timeout '%s': expected 1 to 86400 seconds", optarg);
             break;
+        case OPT_TRANSPORT:
+            if (a->transport_given)
+                return usage_error("%s given twice", "--transport");
+            if (strcmp(optarg, "https") == 0)
+                a->transport = PROV_TRANSPORT_HTTPS;
+            else if (strcmp(optarg, "mqtt") == 0)
+                a->transport = PROV_TRANSPORT_MQTT;
+            else
+                return usage_error("invalid transport '%s': expected https or mqtt", optarg);
+            a->transport_given = true;
+            break;
         case OPT_JSON:
             a->json = true;
             break;
@@ -363,6 +380,7 @@ int main(int argc, char **argv)
     opt.ca_file = a.cacert;
     opt.payload_json = a.payload;
     opt.timeout_seconds = a.timeout;
+    opt.transport = a.transport;
     if ((r = prov_client_new(&opt, &client)) != 0 ||
         (r = set_credential_in_client(client, &a)) != 0) {
         /* the options were refused before any network traffic */

@@ -63,6 +63,44 @@ int lib_check_host(const char *host)
     return 0;
 }
 
+int lib_split_host(const char *host, int default_port, char *name, size_t namelen, int *port)
+{
+    const char *start = host, *end, *colon;
+    long v;
+
+    if (host[0] == '[') {
+        start = host + 1;
+        end = strchr(start, ']');
+        colon = end != NULL && end[1] == ':' ? end + 1 : NULL;
+    } else {
+        colon = strchr(host, ':');
+        end = colon != NULL ? colon : host + strlen(host);
+    }
+    if (end == NULL || (size_t)(end - start) >= namelen)
+        return PROV_EINVAL;
+    memcpy(name, start, (size_t)(end - start));
+    name[end - start] = '\0';
+    *port = default_port;
+    if (colon != NULL) {
+        if (parse_long(colon + 1, 1, 65535, &v) != 0)
+            return PROV_EINVAL;
+        *port = (int)v;
+    }
+    return 0;
+}
+
+const char *prov_transport_name(int transport)
+{
+    switch (transport) {
+    case PROV_TRANSPORT_HTTPS:
+        return "https";
+    case PROV_TRANSPORT_MQTT:
+        return "mqtt";
+    default:
+        return NULL;
+    }
+}
+
 /* ID scopes are short printable tokens (DPS: "0ne" + 8 hex digits). */
 static bool scope_is_valid(const char *s)
 {
@@ -148,6 +186,11 @@ static int check_options(const struct prov_options *o)
         lib_log(PROV_LOG_ERROR, "cannot read CA file '%s'", o->ca_file);
         return PROV_EINVAL;
     }
+    if (prov_transport_name((int)o->transport) == NULL) {
+        lib_log(PROV_LOG_ERROR, "invalid transport %d: PROV_TRANSPORT_HTTPS or "
+                                "PROV_TRANSPORT_MQTT", (int)o->transport);
+        return PROV_EINVAL;
+    }
     if (o->timeout_seconds < 0 || o->timeout_seconds > PROV_MAX_TIMEOUT) {
         lib_log(PROV_LOG_ERROR, "invalid timeout %d: 1..%d seconds, 0 for the default",
                 o->timeout_seconds, PROV_MAX_TIMEOUT);
@@ -214,6 +257,7 @@ int prov_client_new(const struct prov_options *opt, struct prov_client **out)
     c->registration_id = dup_or_null(o.registration_id, &oom);
     c->ca_file = dup_or_null(o.ca_file, &oom);
     c->timeout_seconds = o.timeout_seconds ? o.timeout_seconds : PROV_DEFAULT_TIMEOUT;
+    c->transport = o.transport;
     if (oom) {
         r = PROV_ENOMEM;
         goto out;

@@ -4,17 +4,14 @@
  * "assigning". One libcurl easy handle per client, so the TLS connection is
  * kept alive between the PUT and the polls.
  */
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <curl/curl.h>
 
 #include "../common/limits.h"
-#include "../common/sas.h"
 #include "../common/util.h"
 #include "lib.h"
 
@@ -64,41 +61,14 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec until;
-    int64_t t = now_ms() + ms;
-
-    until.tv_sec = (time_t)(t / 1000);
-    until.tv_nsec = (long)(t % 1000) * 1000000L;
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR)
-        continue;
-}
-
 /* Retry-After: an integer number of seconds; default 2, clamped to 1..60. */
 static int read_retry_after(CURL *h)
 {
     struct curl_header *hdr = NULL;
-    long v;
 
     if (curl_easy_header(h, "Retry-After", 0, CURLH_HEADER, -1, &hdr) != CURLHE_OK)
-        return PROV_RETRY_DEFAULT;
-    if (parse_long(hdr->value, 0, 1000000000L, &v) != 0) {
-        lib_log(PROV_LOG_WARN, "ignoring Retry-After '%.40s': not a number of seconds",
-                hdr->value);
-        return PROV_RETRY_DEFAULT;
-    }
-    if (v < PROV_RETRY_MIN)
-        return PROV_RETRY_MIN;
-    return v > PROV_RETRY_MAX ? PROV_RETRY_MAX : (int)v;
+        return lib_retry_after(NULL);
+    return lib_retry_after(hdr->value);
 }
 
 static int map_curl_error(CURLcode cc)
@@ -211,19 +181,13 @@ static void free_headers(struct curl_slist *list)
 static int build_headers(struct prov_client *c, bool with_body, struct curl_slist **out)
 {
     struct curl_slist *list = NULL, *t;
-    char resource[PROV_MAX_SCOPE + PROV_MAX_REG_ID + 32];
     char *token = NULL, *auth = NULL;
     int r = PROV_ENOMEM;
 
     *out = NULL;
     /* an X.509 device authenticates in the TLS handshake only: no Authorization */
     if (c->cred == LIB_CRED_KEY) {
-        snprintf(resource, sizeof(resource), "%s/registrations/%s", c->id_scope,
-                 c->registration_id);
-        token = sas_build(resource, c->key_b64, "registration", (long long)time(NULL) +
-                          PROV_SAS_LIFETIME);
-        if (token == NULL) {
-            lib_log(PROV_LOG_ERROR, "cannot build the SAS token");
+        if ((token = lib_sas_token(c)) == NULL) {
             r = PROV_ECRYPTO;
             goto out;
         }
@@ -274,7 +238,7 @@ static int exchange(struct prov_client *c, const char *url, const char *body,
     char errbuf[CURL_ERROR_SIZE];
     CURLcode cc = CURLE_OK;
     long new_conns = 0;
-    int64_t t0 = now_ms();
+    int64_t t0 = lib_now_ms();
     int r = PROV_EINTERNAL;
 
     answer_reset(a);
@@ -350,32 +314,11 @@ static int exchange(struct prov_client *c, const char *url, const char *body,
     curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &new_conns);
     a->retry_after = read_retry_after(h);
     lib_log(PROV_LOG_DEBUG, "answer %ld in %lld ms (%s connection): %.600s", a->http_status,
-            (long long)(now_ms() - t0), new_conns ? "new" : "reused", a->body ? a->body : "");
+            (long long)(lib_now_ms() - t0), new_conns ? "new" : "reused", a->body ? a->body : "");
     r = 0;
 out:
     free_headers(headers);
     return r;
-}
-
-static char *register_body(const struct prov_client *c)
-{
-    json_t *o = json_object();
-    json_t *payload = NULL;
-    char *text = NULL;
-
-    if (o == NULL)
-        return NULL;
-    if (json_object_set_new(o, "registrationId", json_string(c->registration_id)) != 0)
-        goto out;
-    if (c->payload_json != NULL) {
-        payload = json_loads(c->payload_json, JSON_DECODE_ANY, NULL);
-        if (payload == NULL || json_object_set_new(o, "payload", payload) != 0)
-            goto out;
-    }
-    text = json_dumps(o, JSON_COMPACT);
-out:
-    json_decref(o);
-    return text;
 }
 
 static char *operation_url(const struct prov_client *c, const char *op_id)
@@ -391,137 +334,53 @@ static char *operation_url(const struct prov_client *c, const char *op_id)
     return url;
 }
 
-/* Waits wait_s seconds unless that passes the deadline. 0 or PROV_ETIMEOUT. */
-static int wait_before_retry(const struct prov_client *c, int wait_s, int64_t deadline,
-                             const char *why)
-{
-    int64_t left = deadline - now_ms();
-
-    if ((int64_t)wait_s * 1000 >= left) {
-        lib_log(PROV_LOG_ERROR, "timed out: %s, and the next try in %d s would pass the %d s "
-                "timeout", why, wait_s, c->timeout_seconds);
-        return PROV_ETIMEOUT;
-    }
-    lib_log(PROV_LOG_DEBUG, "%s, next request in %d s (Retry-After)", why, wait_s);
-    sleep_ms((int64_t)wait_s * 1000);
-    return 0;
-}
-
-int prov_register(struct prov_client *c, struct prov_result **out)
+int lib_https_register(struct prov_client *c, struct lib_reg *g)
 {
     struct answer a = {0};
-    struct prov_result *res = NULL;
-    char *body = NULL, *reg_url = NULL, *poll_url = NULL, *op_id = NULL;
+    char *body = NULL, *reg_url = NULL, *poll_url = NULL;
     const char *url;
-    int64_t deadline;
+    enum lib_next next;
     int r = PROV_EINTERNAL;
 
-    if (out == NULL || c == NULL) {
-        lib_log(PROV_LOG_ERROR, "prov_register: %s is NULL", c ? "out" : "client");
-        return PROV_EINVAL;
-    }
-    *out = NULL;
-    if (c->cred == LIB_CRED_NONE || c->registration_id == NULL) {
-        lib_log(PROV_LOG_ERROR, "no credential set: call prov_client_set_symmetric_key, "
-                                "prov_client_set_group_key or prov_client_set_x509 first");
-        return PROV_EINVAL;
-    }
-    deadline = now_ms() + (int64_t)c->timeout_seconds * 1000;
     if ((r = setup_handle(c)) != 0 || (r = apply_credential(c)) != 0)
         goto out;
     if (asprintf(&reg_url, "%s/register?api-version=" PROV_API_VERSION, c->base_url) < 0)
         reg_url = NULL;
-    if (reg_url == NULL || (body = register_body(c)) == NULL) {
+    if (reg_url == NULL || (body = lib_register_body(c)) == NULL) {
         r = PROV_ENOMEM;
         goto out;
     }
-    lib_log(PROV_LOG_INFO, "registering '%s' in scope '%s' at %s (%s)", c->registration_id,
-            c->id_scope, c->host, c->cred == LIB_CRED_X509 ? "X.509" : "symmetric key");
-
     url = reg_url;
     for (;;) {
-        bool is_put = url == reg_url;
+        bool transient;
+        char why[48];
 
-        if ((r = exchange(c, url, is_put ? body : NULL, deadline - now_ms(), &a)) != 0)
+        if ((r = exchange(c, url, url == reg_url ? body : NULL, g->deadline - lib_now_ms(),
+                          &a)) != 0)
             goto out;
-        if (a.http_status == 429 || a.http_status == 503) {
-            char why[48];
-
-            snprintf(why, sizeof(why), "service busy (HTTP %ld)", a.http_status);
-            prov_result_free(res);
-            res = NULL;
-            if (lib_result_parse((int)a.http_status, a.body, a.len, &res) == PROV_ENOMEM) {
+        transient = a.http_status == 429 || a.http_status == 503;
+        if ((r = lib_reg_answer(g, (int)a.http_status, transient, a.body, a.len, &next)) != 0 ||
+            next == LIB_NEXT_DONE)
+            goto out;
+        if (next == LIB_NEXT_POLL) {
+            free(poll_url);
+            if ((poll_url = operation_url(c, g->op_id)) == NULL) {
                 r = PROV_ENOMEM;
                 goto out;
             }
-            if ((r = wait_before_retry(c, a.retry_after, deadline, why)) != 0)
-                goto out;
-            continue;
-        }
-        if (a.http_status < 200 || (a.http_status >= 300 && a.http_status < 400)) {
-            lib_log(PROV_LOG_ERROR, "unexpected answer from '%s': HTTP %ld", c->host,
-                    a.http_status);
-            r = PROV_EPROTO;
-            goto out;
-        }
-        prov_result_free(res);
-        res = NULL;
-        if ((r = lib_result_parse((int)a.http_status, a.body, a.len, &res)) != 0)
-            goto out;
-        if (a.http_status >= 400) {
-            r = lib_result_code(res);
-            lib_log(PROV_LOG_ERROR, "registration refused: HTTP %ld, errorCode %lld: %s",
-                    a.http_status, res->error_code,
-                    res->error_message ? res->error_message : "(no message)");
-            goto out;
-        }
-        if (res->status != NULL && strcmp(res->status, "assigning") == 0) {
-            const char *id = res->operation_id;
-
-            if (id == NULL && op_id == NULL) {
-                lib_log(PROV_LOG_ERROR, "answer has status 'assigning' but no operationId");
-                r = PROV_EPROTO;
-                goto out;
-            }
-            if (id != NULL && (op_id == NULL || strcmp(id, op_id) != 0)) {
-                free(op_id);
-                free(poll_url);
-                poll_url = NULL;
-                if ((op_id = strdup(id)) == NULL || (poll_url = operation_url(c, id)) == NULL) {
-                    r = PROV_ENOMEM;
-                    goto out;
-                }
-            }
-            if ((r = wait_before_retry(c, a.retry_after, deadline, "status assigning")) != 0)
-                goto out;
             url = poll_url;
-            continue;
+            snprintf(why, sizeof(why), "status assigning");
+        } else {
+            snprintf(why, sizeof(why), "service busy (HTTP %ld)", a.http_status);
         }
-        break;
-    }
-
-    r = lib_result_code(res);
-    if (r == 0 && (res->assigned_hub == NULL || res->device_id == NULL)) {
-        lib_log(PROV_LOG_ERROR, "answer has status 'assigned' but no %s",
-                res->assigned_hub == NULL ? "assignedHub" : "deviceId");
-        r = PROV_EPROTO;
-    } else if (r == 0) {
-        lib_log(PROV_LOG_INFO, "assigned to hub '%s' as device '%s'", res->assigned_hub,
-                res->device_id);
-    } else if (r == PROV_EPROTO) {
-        lib_log(PROV_LOG_ERROR, "unexpected registration status '%s'",
-                res->status ? res->status : "(none)");
-    } else {
-        lib_log(PROV_LOG_ERROR, "registration %s: errorCode %lld: %s", res->status,
-                res->error_code, res->error_message ? res->error_message : "(no message)");
+        if ((r = lib_reg_may_wait(g, a.retry_after, why)) != 0)
+            goto out;
+        lib_sleep_ms((int64_t)a.retry_after * 1000);
     }
 out:
-    /* the last answer explains most failures: hand it over too */
-    *out = res;
     answer_reset(&a);
     free(body);
     free(reg_url);
     free(poll_url);
-    free(op_id);
     return r;
 }

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -15,6 +16,10 @@
 #include "prov/prov.h"
 
 #define PROV_API_VERSION "2021-06-01"
+/* MQTT user names carry the api-version the Azure SDKs send over MQTT */
+#define PROV_MQTT_API_VERSION "2019-03-31"
+#define PROV_MQTT_PORT 8883
+#define PROV_MQTT_KEEPALIVE 60
 #define PROV_DEFAULT_TIMEOUT 60
 #define PROV_MAX_TIMEOUT (24 * 3600)
 #define PROV_SAS_LIFETIME 3600
@@ -41,6 +46,7 @@ struct prov_client {
     char *ca_file;       /* NULL = system store */
     char *payload_json;  /* compact re-serialisation of the caller's JSON, or NULL */
     int timeout_seconds;
+    enum prov_transport transport;
     char *base_url;      /* https://host/{scope}/registrations/{regid}, path segments
                             encoded; NULL while registration_id is */
     enum lib_cred cred;
@@ -61,6 +67,67 @@ int lib_check_host(const char *host);
  * percent-encoded. Caller frees with free(). NULL on OOM.
  */
 char *lib_build_url(const char *host, const char *scope, const char *regid);
+
+/*
+ * Splits a host checked by lib_check_host into the name (without the
+ * brackets of an IPv6 literal) and the port (default_port when absent).
+ * 0, or PROV_EINVAL when the name does not fit namelen.
+ */
+int lib_split_host(const char *host, int default_port, char *name, size_t namelen, int *port);
+
+/* register.c: what both transports share */
+int64_t lib_now_ms(void);
+void lib_sleep_ms(int64_t ms);
+/*
+ * A retry-after value (HTTP Retry-After header, MQTT retry-after topic
+ * property) in seconds: an integer, clamped to PROV_RETRY_MIN..MAX;
+ * PROV_RETRY_DEFAULT when text is NULL or not a number (logged).
+ */
+int lib_retry_after(const char *text);
+/* The DeviceRegistration JSON of the register request; caller frees with free(). NULL: OOM. */
+char *lib_register_body(const struct prov_client *c);
+/*
+ * A SAS token for a key client, valid PROV_SAS_LIFETIME seconds; the caller
+ * wipes and frees it with prov_freezero(t, strlen(t)). NULL on failure (logged).
+ */
+char *lib_sas_token(const struct prov_client *c);
+
+/* One registration in progress, as the transports drive it. */
+struct lib_reg {
+    const struct prov_client *c;
+    const char *status_word; /* "HTTP" or "MQTT status", for log lines */
+    int64_t deadline;        /* monotonic ms */
+    struct prov_result *res; /* the last answer; handed to the caller at the end */
+    char *op_id;             /* the operation to poll, from the first "assigning" answer */
+};
+
+enum lib_next {
+    LIB_NEXT_DONE = 0, /* the registration is over: the return value says how */
+    LIB_NEXT_AGAIN,    /* send the same request again after the wait */
+    LIB_NEXT_POLL,     /* poll g->op_id after the wait */
+};
+
+/*
+ * Judges one answer: its status (HTTP, or MQTT topic status), whether the
+ * transport retries that status (transient), and the body. Keeps the parsed
+ * answer in g->res. With *next LIB_NEXT_AGAIN or LIB_NEXT_POLL it returns 0
+ * and the caller waits (lib_reg_may_wait) and sends the next request; with
+ * LIB_NEXT_DONE it returns the registration's result: 0 when assigned, or a
+ * negative code (logged), exactly as prov_register documents.
+ */
+int lib_reg_answer(struct lib_reg *g, int status, bool transient, const char *body, size_t len,
+                   enum lib_next *next);
+/*
+ * Whether waiting wait_s seconds before the next request stays inside the
+ * deadline: 0 (logged at debug level with why), or PROV_ETIMEOUT (logged).
+ */
+int lib_reg_may_wait(const struct lib_reg *g, int wait_s, const char *why);
+
+/* https.c: one registration over HTTPS (reusing the client's connection). */
+int lib_https_register(struct prov_client *c, struct lib_reg *g);
+
+/* mqtt.c: one registration over MQTT (its own connection). */
+int lib_mqtt_register(struct prov_client *c, struct lib_reg *g);
 
 /* x509.c */
 /*

@@ -97,7 +97,7 @@ int lib_result_parse(int http_status, const char *body, size_t len, struct prov_
             r->root = NULL;
             goto done;
         }
-        lib_log(PROV_LOG_ERROR, "unreadable answer (HTTP %d): %s", http_status,
+        lib_log(PROV_LOG_ERROR, "unreadable answer (status %d): %s", http_status,
                 r->root == NULL ? (len ? jerr.text : "empty body") : "not a JSON object");
         ret = PROV_EPROTO;
         goto out;
