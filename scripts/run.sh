@@ -9,7 +9,7 @@
 #   run/data/                        the SQLite store
 # Starts provd, makes sure the enrollment "first-device" exists, prints the
 # service connection string and one command that provisions that device, and
-# waits for provd. PORT (default 8443) picks the port, RUN_DIR (default run)
+# waits for provd. PORT (default 8443) picks the HTTPS port, MQTT_PORT (8883) the MQTT one, RUN_DIR (default run)
 # the state directory, BUILD_DIR (default build) the binaries.
 # Delete run/ to start from scratch.
 set -euo pipefail
@@ -17,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${PORT:-8443}
+MQTT_PORT=${MQTT_PORT:-8883}
 HUB=hub.localdomain
 RUN=${RUN_DIR:-run}
 BUILD_DIR=${BUILD_DIR:-build}
@@ -88,7 +89,8 @@ conn="HostName=127.0.0.1:$PORT;SharedAccessKeyName=provisioningserviceowner;Shar
 # and stopped with it (Ctrl-C reaches both).
 "$PROVD" --listen "127.0.0.1:$PORT" --tls-cert "$RUN/server.pem" --tls-key "$RUN/server.key" \
     --data-dir "$RUN/data" --id-scope "$scope" \
-    --policy "provisioningserviceowner=$policy_key" --hub "$HUB" --retry-after 1 &
+    --policy "provisioningserviceowner=$policy_key" --hub "$HUB" --retry-after 1 \
+    --mqtt-listen "127.0.0.1:$MQTT_PORT" &
 provd_pid=$!
 stop_provd()
 {
@@ -127,6 +129,7 @@ cat <<EOF
 provd development instance (state in $RUN/; delete it to start over)
 
   listening on          https://127.0.0.1:$PORT  (device and service APIs)
+                        mqtts://127.0.0.1:$MQTT_PORT  (device API over MQTT)
   ID scope              $scope
   CA certificate        $RUN/ca.pem
   connection string     $conn
@@ -135,6 +138,10 @@ An individual enrollment "first-device" exists (its key is in $RUN/device.key).
 To provision that first device, run this in another terminal, from $(pwd):
 
 $BUILD_DIR/src/cli/prov-device --host 127.0.0.1:$PORT --cacert $RUN/ca.pem --scope $scope --registration-id first-device --symmetric-key $device_key
+
+The same over MQTT:
+
+$BUILD_DIR/src/cli/prov-device --transport mqtt --host 127.0.0.1:$MQTT_PORT --cacert $RUN/ca.pem --scope $scope --registration-id first-device --symmetric-key $device_key
 
 Manage enrollments with provctl, for example:
 

@@ -40,7 +40,9 @@ free_port()
 start()
 {
     PORT=$(free_port)
-    (cd "$SRC" && RUN_DIR=$T/run PORT=$PORT BUILD_DIR=$BUILD exec bash scripts/run.sh) \
+    MQTT_PORT=$(free_port)
+    (cd "$SRC" && RUN_DIR=$T/run PORT=$PORT MQTT_PORT=$MQTT_PORT BUILD_DIR=$BUILD \
+        exec bash scripts/run.sh) \
         >"$T/out" 2>"$T/err" &
     RUN_PID=$!
     for _ in $(seq 1 150); do
@@ -61,13 +63,13 @@ stop()
     return $rc
 }
 
-# the printed command: the line that runs prov-device
+# the printed commands: the lines that run prov-device (HTTPS first, then MQTT)
 printed_command()
 {
-    grep -E '^[^ ]*/prov-device ' "$T/out" | head -n 1
+    grep -E '^[^ ]*/prov-device ' "$T/out" | sed -n "${1:-1}p"
 }
 
-echo "1..7"
+echo "1..9"
 for round in first second; do
     if start; then
         tap 0 "$round start: run.sh prints the instance and a command"
@@ -84,6 +86,16 @@ for round in first second; do
     else
         tap 1 "$round start: the printed command provisions the first device" "command: $cmd" \
             "exit $rc: $out"
+    fi
+    cmd=$(printed_command 2)
+    out=$(cd "$SRC" && bash -c "$cmd" 2>&1)
+    rc=$?
+    if [ $rc -eq 0 ] && printf '%s' "$cmd" | grep -q -- '--transport mqtt' &&
+        printf '%s' "$out" | grep -q '^assigned: hub=hub.localdomain device=first-device'; then
+        tap 0 "$round start: the printed MQTT command provisions the first device"
+    else
+        tap 1 "$round start: the printed MQTT command provisions the first device" \
+            "command: $cmd" "exit $rc: $out"
     fi
     if [ $round = first ]; then
         grep -q 'connection string     HostName=127.0.0.1:' "$T/out" &&
