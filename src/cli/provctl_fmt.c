@@ -430,26 +430,9 @@ void pc_print_list(FILE *f, enum pc_resource res, const json_t *arr)
 
 static const char *reason_phrase(long status)
 {
-    switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "HTTP error";
-    }
+    const char *phrase = http_reason_phrase((int)status);
+
+    return phrase != NULL ? phrase : "HTTP error";
 }
 
 /* Copies s into out, control characters replaced, cut at the first line end. */

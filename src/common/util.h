@@ -61,6 +61,9 @@ bool ct_equal(const void *a, const void *b, size_t len);
  */
 bool id_is_valid(const char *id);
 
+/* The RFC 9110 reason phrase of an HTTP status, or NULL for one provd never meets. */
+const char *http_reason_phrase(int status);
+
 /* strtol-based integer parsing of the whole string. 0 or PROV_EINVAL. */
 int parse_long(const char *s, long min, long max, long *out) PROV_WUR;
 
