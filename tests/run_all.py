@@ -451,7 +451,12 @@ def main():
                     help="fuzzing time per target (default: 10)")
     ap.add_argument("--skip-missing", action="store_true",
                     help="count a build directory that does not exist as skipped, not failed")
+    ap.add_argument("--log-dir", default=None, metavar="DIR",
+                    help="where logs go (default: build-logs); give concurrent runs their own")
     args = ap.parse_args()
+    if args.log_dir is not None:
+        global LOG_DIR
+        LOG_DIR = os.path.abspath(args.log_dir)
 
     start = time.time()
     summary = Summary()
