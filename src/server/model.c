@@ -13,6 +13,7 @@
 #include "../common/errors.h"
 #include "../common/limits.h"
 #include "../common/util.h"
+#include "tpm_blob.h"
 #include "x509.h"
 
 #define MAX_DEVICE_ID 128
@@ -189,6 +190,34 @@ static bool b64_ok(const char *s, size_t min, size_t max)
     n = b64_decode(s, len, buf);
     prov_freezero(buf, b64_decoded_max(len));
     return n > 0 && (size_t)n >= min && (max == 0 || (size_t)n <= max);
+}
+
+/*
+ * A TPM key of an enrollment is the device's TPM2B_PUBLIC, base64 (what the
+ * device sends and what DPS's tooling prints): an RSA-2048 restricted
+ * decryption key with SHA-256 names and AES-128-CFB, as EK and SRK are.
+ */
+static int check_tpm_public(const json_t *v, const char *what, char *err, size_t errlen)
+{
+    const char *text = json_string_value(v);
+    size_t len = strlen(text);
+    uint8_t *raw = malloc(b64_decoded_max(len));
+    struct tpm_public pub;
+    const char *why = NULL;
+    int n, r;
+
+    if (raw == NULL)
+        return PROV_ENOMEM;
+    n = b64_decode(text, len, raw);
+    r = n > 0 ? tpm_public_parse(raw, (size_t)n, TPM_PUBLIC_PARENT, &pub, &why) : PROV_EPROTO;
+    free(raw);
+    if (r == PROV_ENOMEM || r == PROV_ECRYPTO)
+        return r;
+    if (r != 0)
+        return fail(err, errlen,
+                    "attestation.tpm.%s is not an RSA-2048 TPM2B_PUBLIC of an EK or SRK: %s", what,
+                    why != NULL ? why : "not base64");
+    return 0;
 }
 
 static int generate_key(json_t *obj, const char *name)
@@ -591,6 +620,9 @@ static int prepare_attestation(enum store_kind kind, const json_t *body, const j
             r = fail(err, errlen, "attestation.tpm.storageRootKey must be base64");
             goto out;
         }
+        if ((r = check_tpm_public(ek, "endorsementKey", err, errlen)) != 0 ||
+            (srk != NULL && (r = check_tpm_public(srk, "storageRootKey", err, errlen)) != 0))
+            goto out;
         if (json_object_set_new(att, "tpm", json_deep_copy(sub)) != 0)
             goto out;
     } else if (strcmp(type, "x509") == 0) {

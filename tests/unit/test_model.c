@@ -117,6 +117,9 @@ static size_t b64_len(const char *s)
 #define KEY32 "cHJpbWFyeWtleXByaW1hcnlrZXlwcmltYXJ5a2V5MDA="
 #define KEY32B "c2Vjb25kYXJ5a2V5c2Vjb25kYXJ5a2V5c2Vjb25kYXI="
 #define KEY15 "AAECAwQFBgcICQoLDA0O"
+/* the EK and SRK of a TPM (TPM2B_PUBLIC), as the device sends them */
+#define TPM_EK "AToAAQALAAMAsgAgg3GXZ0SEs/gakMyNRqXXJP1S124GUgtk8qHaGzMUaaoABgCAAEMAEAgAAAAAAAEAoR4OQ3+YBOMZlGi3zSV6hpXsY+GGlLflkfMYK1whbbYJInE5gW4+2LaqSCwnq5cEF0Auk1OKdZPHHf+UCUmYBWh3+ZLb2hIxYH4RtUOrHDN8KVD+l+/DzbNSLihUcZ10hGWXuwZX98TSD69aui5YyYZowKzgoW9UV0wCl0MoacnkY4HKkq6Ij4I17nHo5gN3p14lQRf+j5+j4pw8Umtm6ePg6tuGRyQE8ZrJ0VuZmVYICA2Kequiy1XC/6ojW0iv/En/PN2WhP1Wvn2hcy8101pKSD97iBKVdR3C/LShLovOomykU1zQKWykanJLDGjbLKlgOhuFGT4GdGRwbC3eww=="
+#define TPM_SRK "ARoAAQALAAMEcgAAAAYAgABDABAIAAAAAAABAIVAPQp9ldpqUtqev5s6Z/Q5Bxll3D6aBj4Gnv1ZFbmgrZzqNE/RrrgZ43rmoFqsOHHIDHBUMFOj+2rtp8lTV9ce6sPD0jgjPjU7/3+7sG1dJs1Fmt0intBusia/yieQqs+pMnJYlgccZH9QbUVgoHABOZDi2wXGb3crA/XqaTf8Hvi3F4dxxmNX5+8shXsIWX5BPAEWlL1jw5eFIZM+fAk0KqznFD1Q8oBJmIQp/PchrPoVZSopwss4eZg3awvZCvzxNVpUUN7koz3+QC/AwX/dkPJU13J58CNfhEKELew8DAnAbUEdVIgb0u65G/yY0ADAvKjoTJpjyVlkIPn1EP0="
 #define KEY65                                                                                    \
     "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+P0A="
 
@@ -413,12 +416,25 @@ static void test_other_attestations(void **state)
     (void)state;
     assert_int_equal(prepare(STORE_ENROLLMENT, "dev-1",
                              "{\"attestation\":{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":"
-                             "\"" KEY32 "\",\"storageRootKey\":\"" KEY16 "\"}}}",
+                             "\"" TPM_EK "\",\"storageRootKey\":\"" TPM_SRK "\"}}}",
                              NULL, &doc, &type, err, sizeof(err)),
                      0);
     assert_string_equal(type, "tpm");
-    assert_string_equal(str_at(doc, "attestation.tpm.endorsementKey"), KEY32);
+    assert_string_equal(str_at(doc, "attestation.tpm.endorsementKey"), TPM_EK);
     model_json_free(doc);
+    /* base64 that is not a TPM public area fails, as endorsementKey and as storageRootKey */
+    assert_int_equal(prepare(STORE_ENROLLMENT, "dev-1",
+                             "{\"attestation\":{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":"
+                             "\"" KEY32 "\"}}}",
+                             NULL, &doc, &type, err, sizeof(err)),
+                     PROV_EINVAL);
+    assert_non_null(strstr(err, "endorsementKey is not an RSA-2048 TPM2B_PUBLIC"));
+    assert_int_equal(prepare(STORE_ENROLLMENT, "dev-1",
+                             "{\"attestation\":{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":"
+                             "\"" TPM_EK "\",\"storageRootKey\":\"" KEY16 "\"}}}",
+                             NULL, &doc, &type, err, sizeof(err)),
+                     PROV_EINVAL);
+    assert_non_null(strstr(err, "storageRootKey"));
 
     {
         EVP_PKEY *k = new_key();
