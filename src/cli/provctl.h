@@ -16,12 +16,14 @@
 
 #include <jansson.h>
 
+#include "../common/limits.h"
+
 #define PC_API_VERSION "2021-10-01"
 #define PC_MAX_HUBS 50           /* DPS links at most 50 hubs */
 #define PC_DEFAULT_TIMEOUT 60    /* seconds, whole request */
 #define PC_TOKEN_TTL 3600        /* SAS token lifetime, as the Azure SDKs */
 #define PC_MAX_CERT_FILE (64 * 1024) /* a certificate file larger than this is refused */
-#define PC_CA_NAME_MAX 256
+#define PC_CA_NAME_MAX PROV_MAX_CA_NAME
 
 /* Exit statuses. */
 #define PC_EXIT_OK 0

@@ -91,18 +91,7 @@ bool pc_has_changes(const struct pc_command *cmd)
 
 bool pc_ca_name_valid(const char *name)
 {
-    size_t len = name != NULL ? strlen(name) : 0;
-
-    if (len == 0 || len > PC_CA_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.'))
-            return false;
-    }
-    return true;
+    return ca_name_is_valid(name);
 }
 
 void pc_cert_files(const struct pc_command *cmd, const char *files[2])

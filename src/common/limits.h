@@ -7,6 +7,7 @@
 #define PROV_MAX_HEADERS 64
 #define PROV_MAX_URL 4096
 #define PROV_MAX_REG_ID 128
+#define PROV_MAX_CA_NAME 256            /* CA certificate names, as ARM */
 #define PROV_MAX_SCOPE 64
 #define PROV_MAX_SAS_TOKEN 2048
 #define PROV_SAS_SKEW_SECONDS 300           /* tolerated clock skew for se */

@@ -12,6 +12,7 @@
 #include <openssl/rand.h>
 
 #include "errors.h"
+#include "limits.h"
 
 size_t b64_encoded_len(size_t len)
 {
@@ -91,7 +92,7 @@ int b64_decode(const char *in, size_t len, uint8_t *out)
     return (int)o;
 }
 
-static int hexval(char c)
+int hex_digit_value(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -114,8 +115,8 @@ int url_decode(const char *in, size_t len, char *out, bool plus_is_space)
 
             if (len - i < 3)
                 return PROV_EPROTO;
-            hi = hexval(in[i + 1]);
-            lo = hexval(in[i + 2]);
+            hi = hex_digit_value(in[i + 1]);
+            lo = hex_digit_value(in[i + 2]);
             if (hi < 0 || lo < 0)
                 return PROV_EPROTO;
             c = (char)((hi << 4) | lo);
@@ -306,4 +307,19 @@ const char *http_reason_phrase(int status)
     case 504: return "Gateway Timeout";
     default: return NULL;
     }
+}
+
+bool ca_name_is_valid(const char *name)
+{
+    size_t len = name != NULL ? strlen(name) : 0;
+
+    if (len == 0 || len > PROV_MAX_CA_NAME)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+
+        if (!(isalnum(c) || c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
 }

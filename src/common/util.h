@@ -64,6 +64,12 @@ bool id_is_valid(const char *id);
 /* The RFC 9110 reason phrase of an HTTP status, or NULL for one provd never meets. */
 const char *http_reason_phrase(int status);
 
+/* Value of one hex digit (either case), or -1. */
+int hex_digit_value(char c);
+
+/* CA certificate names: 1..PROV_MAX_CA_NAME of letters, digits, - _ . */
+bool ca_name_is_valid(const char *name);
+
 /* strtol-based integer parsing of the whole string. 0 or PROV_EINVAL. */
 int parse_long(const char *s, long min, long max, long *out) PROV_WUR;
 

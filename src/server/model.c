@@ -1266,18 +1266,7 @@ bool model_references_ca(const json_t *doc, const char *name)
 
 bool model_ca_name_valid(const char *name)
 {
-    size_t len = name != NULL ? strlen(name) : 0;
-
-    if (len == 0 || len > MODEL_CA_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.'))
-            return false;
-    }
-    return true;
+    return ca_name_is_valid(name);
 }
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (era arithmetic). */

@@ -50,6 +50,7 @@
 
 #include <jansson.h>
 
+#include "../common/limits.h"
 #include "../store/store.h"
 #include "config.h"
 
@@ -198,7 +199,7 @@ bool model_references_ca(const json_t *doc, const char *name);
 
 /* ---- CA certificates (provd's admin API, the ARM shapes of DPS) ---- */
 
-#define MODEL_CA_NAME_MAX 256
+#define MODEL_CA_NAME_MAX PROV_MAX_CA_NAME
 #define MODEL_CA_CODE_LEN 64 /* hex digits: 32 random bytes; a CN holds at most 64 */
 #define MODEL_CA_PEM "certificatePem"
 #define MODEL_CA_CODE "verificationCode"

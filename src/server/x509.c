@@ -695,17 +695,6 @@ bool x509_subject_cn(X509 *cert, char *out, size_t outlen)
     return ok;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool x509_thumbprint_matches(X509 *cert, const char *thumbprint)
 {
     unsigned char want[32], have[EVP_MAX_MD_SIZE];
@@ -720,7 +709,7 @@ bool x509_thumbprint_matches(X509 *cert, const char *thumbprint)
 
         if (*p == ':' || *p == ' ')
             continue;
-        if ((v = hexval(*p)) < 0 || digits >= 2 * sizeof(want))
+        if ((v = hex_digit_value(*p)) < 0 || digits >= 2 * sizeof(want))
             return false;
         if (digits % 2 == 0)
             want[digits / 2] = (unsigned char)(v << 4);
