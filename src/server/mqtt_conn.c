@@ -9,7 +9,6 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-#include <openssl/err.h>
 
 #include "../common/errors.h"
 #include "../common/limits.h"
@@ -608,16 +607,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
     if (what & BEV_EVENT_CONNECTED)
         return;
-    if (what & BEV_EVENT_ERROR) {
-        unsigned long e = bufferevent_get_openssl_error(bev);
-
-        if (e != 0) {
-            char buf[256];
-
-            ERR_error_string_n(e, buf, sizeof(buf));
-            plog(LOG_DEBUG, "%s tls: %s", mc->peer, buf);
-        }
-    }
+    if (what & BEV_EVENT_ERROR)
+        server_log_tls_error(bev, mc->peer);
     if ((what & BEV_EVENT_TIMEOUT) && !mc->lingering)
         plog(LOG_WARN, "%s closed: the peer does not read", mc->peer);
     else if ((what & BEV_EVENT_EOF) && mc->state == MS_CONNECTED && !mc->closing)

@@ -197,22 +197,26 @@ static void on_write(struct bufferevent *bev, void *arg)
         start_linger(hc);
 }
 
+void server_log_tls_error(struct bufferevent *bev, const char *peer)
+{
+    unsigned long e = bufferevent_get_openssl_error(bev);
+
+    if (e != 0) {
+        char buf[256];
+
+        ERR_error_string_n(e, buf, sizeof(buf));
+        plog(LOG_DEBUG, "%s tls: %s", peer, buf);
+    }
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct http_conn *hc = arg;
 
     if (what & BEV_EVENT_CONNECTED)
         return;
-    if (what & BEV_EVENT_ERROR) {
-        unsigned long e = bufferevent_get_openssl_error(bev);
-
-        if (e != 0) {
-            char buf[256];
-
-            ERR_error_string_n(e, buf, sizeof(buf));
-            plog(LOG_DEBUG, "%s tls: %s", hc->peer, buf);
-        }
-    }
+    if (what & BEV_EVENT_ERROR)
+        server_log_tls_error(bev, hc->peer);
     conn_free(hc);
 }
 
@@ -320,6 +324,24 @@ static void on_mqtt_accept(struct evconnlistener *l, evutil_socket_t fd, struct 
     (void)mqtt_conn_start(w, bev, ssl, peer); /* on failure it has freed bev and uncounted */
 }
 
+/* The passive address of a listener; caller frees *res with freeaddrinfo. */
+static int resolve_listen(const char *opt, const struct cfg_listen *l, struct addrinfo **res,
+                          char *err, size_t errlen)
+{
+    struct addrinfo hints = {0};
+    int rc;
+
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    rc = getaddrinfo(l->host, l->port, &hints, res);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s %s:%s: %s", opt, l->host, l->port, gai_strerror(rc));
+        return PROV_EINVAL;
+    }
+    return 0;
+}
+
 /*
  * The workers share each address through SO_REUSEPORT, which would also let a
  * second provd join the same address silently and split its traffic. A probe
@@ -327,17 +349,11 @@ static void on_mqtt_accept(struct evconnlistener *l, evutil_socket_t fd, struct 
  */
 static int probe_address(const char *opt, const struct cfg_listen *l, char *err, size_t errlen)
 {
-    struct addrinfo hints = {0}, *res = NULL;
+    struct addrinfo *res = NULL;
     int fd, one = 1, rc;
 
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    rc = getaddrinfo(l->host, l->port, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "%s %s:%s: %s", opt, l->host, l->port, gai_strerror(rc));
+    if (resolve_listen(opt, l, &res, err, errlen) != 0)
         return PROV_EINVAL;
-    }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     rc = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
          bind(fd, res->ai_addr, res->ai_addrlen) == 0;
@@ -354,19 +370,12 @@ static int probe_address(const char *opt, const struct cfg_listen *l, char *err,
 static evutil_socket_t bind_socket(const char *opt, const struct cfg_listen *l, char *err,
                                    size_t errlen)
 {
-    struct addrinfo hints = {0}, *res = NULL;
+    struct addrinfo *res = NULL;
     evutil_socket_t fd = -1;
     int one = 1;
-    int rc;
 
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    rc = getaddrinfo(l->host, l->port, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "%s %s:%s: %s", opt, l->host, l->port, gai_strerror(rc));
+    if (resolve_listen(opt, l, &res, err, errlen) != 0)
         return -1;
-    }
     fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||

@@ -63,6 +63,10 @@ int server_start(struct server *srv, char *err, size_t errlen);
 void server_wait(struct server *srv);
 void server_free(struct server *srv);
 
+/* Logs (debug) the OpenSSL error that ended a TLS connection, if any; never secrets. */
+struct bufferevent;
+void server_log_tls_error(struct bufferevent *bev, const char *peer);
+
 /* The request router (router.c). */
 struct http_request;
 struct http_response;
