@@ -15,7 +15,8 @@ build_pkgs=(
     libssl-dev libevent-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
     libhttp-parser-dev libcmocka-dev libmosquitto-dev libtss2-dev
 )
-run_pkgs=(openssl curl sqlite3 ca-certificates python3 mosquitto-clients swtpm tpm2-tools)
+run_pkgs=(openssl curl sqlite3 ca-certificates python3 mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools
+    nginx)
 node_pkgs=(nodejs npm)
 
 log()

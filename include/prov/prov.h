@@ -28,6 +28,9 @@
  * is the registration id) and calls
  * prov_client_set_x509(c, "device-chain.pem", "device-key.pem") instead.
  *
+ * A TPM 2.0 device (since 0.4) calls prov_client_set_tpm(c, "device:/dev/tpmrm0")
+ * instead; registration_id may then be NULL (the EK gives the default one).
+ *
  * Transports (since 0.3): opt.transport = PROV_TRANSPORT_MQTT registers over
  * MQTT 3.1.1 on TLS (port 8883 unless the host carries one) instead of HTTPS
  * (port 443), with every credential kind; the answers and return codes are
@@ -44,6 +47,7 @@
  *   first client is created.
  * - Secrets (keys, SAS tokens) are never logged and are wiped when freed.
  * - X.509 needs libcurl built with OpenSSL (the Debian libcurl4 flavour).
+ * - TPM needs tpm2-tss (libtss2-esys, -tctildr and a TCTI module).
  */
 #ifndef PROV_PROV_H
 #define PROV_PROV_H
@@ -166,9 +170,10 @@ PROV_EXPORT int prov_client_new(const struct prov_options *opt, struct prov_clie
 PROV_EXPORT void prov_client_free(struct prov_client *c);
 
 /*
- * Credentials. A client uses one kind: keys (the two functions below) or
- * X.509 (prov_client_set_x509). Once one kind is set, setting the other kind
- * returns PROV_EINVAL; within a kind the last call wins.
+ * Credentials. A client uses one kind: keys (the two functions below),
+ * X.509 (prov_client_set_x509) or a TPM (prov_client_set_tpm). Once one kind
+ * is set, setting another kind returns PROV_EINVAL; within a kind the last
+ * call wins.
  *
  * The key is the base64 text of 16..64 bytes. prov_client_set_symmetric_key
  * takes the device's own key (individual enrollment, or an already derived
@@ -202,6 +207,80 @@ PROV_EXPORT int prov_client_set_group_key(struct prov_client *c, const char *gro
  */
 PROV_EXPORT int prov_client_set_x509(struct prov_client *c, const char *cert_file,
                                      const char *key_file);
+
+/*
+ * TPM 2.0 attestation (device protocol §4.4 and §5; since 0.4), HTTPS only.
+ *
+ * tcti is a tpm2-tss TCTI configuration string, e.g. "device:/dev/tpmrm0"
+ * (the kernel's resource manager), "swtpm:host=127.0.0.1,port=2321" or
+ * "mssim:host=...,port=..."; NULL or "" lets tpm2-tss pick its default. The
+ * TPM must be started (TPM2_Startup), and its owner and endorsement
+ * hierarchies must have an empty authorization, as the DPS SDKs assume.
+ *
+ * prov_client_set_tpm opens the TPM and keeps it open until
+ * prov_client_free (a TPM without resource manager, such as swtpm, then
+ * serves no one else meanwhile). Where the persistent handles are empty it
+ * creates the endorsement key (EK) at 0x81010001 with the TCG default RSA-2048
+ * EK template and the storage root key (SRK) at 0x81000001 with the DPS SDKs'
+ * template, and persists them; keys already there are used as they are. It
+ * reads the EK certificate from NV index 0x01c00002 when the TPM has one.
+ * When the options' registration_id is NULL, the registration id is the EK's
+ * default one: lowercase base32 (no padding) of SHA-256 over the EK's
+ * TPM2B_PUBLIC.
+ * Calling it again closes the TPM first and opens the one named now; when
+ * that fails, the client is left without a credential.
+ * Returns 0; PROV_EINVAL (another credential kind is set, or the client uses
+ * MQTT: no DPS MQTT client supports TPM attestation); PROV_EIO (the TCTI
+ * cannot be loaded or the TPM does not answer); PROV_ECRYPTO (a TPM command
+ * failed; logged with the TPM's reason); PROV_ENOMEM.
+ *
+ * prov_register then sends the register request with the EK, the SRK (and
+ * the EK certificate, when there is one) but without Authorization; the
+ * service answers 401 with an activation blob for this TPM, which the TPM
+ * imports (ActivateCredential, Import) as the HMAC key at persistent handle
+ * 0x81000100, replacing what was there; the TPM signs the SAS token of the
+ * same request sent again and of the polls. When the device is assigned, the
+ * answer's registrationState.tpm.authenticationKey (the key for the hub) is
+ * imported the same way and stays at 0x81000100. Additional return codes:
+ * PROV_ECRYPTO when the TPM refuses the blob (made for another TPM, or
+ * damaged), PROV_EPROTO when a blob is malformed or the assigned answer has
+ * none (*out still holds the answer). Key material is never seen outside
+ * the TPM, except the AES key that unwraps the blob, which is wiped at once.
+ * tpm2-tss writes its own error lines to stderr when a TPM command fails;
+ * TSS2_LOG=all+none in the environment silences them.
+ */
+PROV_EXPORT int prov_client_set_tpm(struct prov_client *c, const char *tcti);
+
+/*
+ * What an operator needs to enroll a TPM device (an individual enrollment
+ * with attestation "tpm"): opens the TPM as prov_client_set_tpm does
+ * (creating the EK and SRK if needed), then closes it. Each output may be
+ * NULL when not wanted; otherwise it receives a string the caller frees with
+ * prov_free(): the default registration id, the base64 TPM2B_PUBLIC of the
+ * EK and of the SRK, and the base64 DER EK certificate (NULL when the TPM
+ * has none). Returns as prov_client_set_tpm; on failure every output is NULL.
+ * Since 0.4.
+ */
+PROV_EXPORT int prov_tpm_identity(const char *tcti, char **registration_id,
+                                  char **endorsement_key, char **storage_root_key,
+                                  char **ek_certificate);
+
+/*
+ * The password the device presents to an MQTT broker that provd provisioned
+ * it in (provd's mosquitto hub connector): base64(HMAC-SHA256(key,
+ * "provd-hub-password:" || device_id)), device_id being the assigned
+ * result's device_id. The key is the device key of a symmetric-key client
+ * (for a group key, the derived key) or, for a TPM client, the hub key at
+ * 0x81000100, used inside the TPM: the key of the last successful
+ * registration with this TPM, so it works without registering again.
+ * On success *out is a NUL-terminated string the caller wipes and frees
+ * with prov_free(). Returns 0; PROV_EINVAL (X.509 client: it uses its
+ * certificate at the hub; no credential; device_id empty or longer than
+ * 128); PROV_ENOTFOUND (TPM: no key at 0x81000100 yet); PROV_ECRYPTO;
+ * PROV_ENOMEM. Since 0.4.
+ */
+PROV_EXPORT int prov_client_hub_password(struct prov_client *c, const char *device_id,
+                                         char **out);
 
 /*
  * What the service answered last. The struct and every string in it belong to

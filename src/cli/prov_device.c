@@ -17,15 +17,13 @@
 #define PROG "prov-device"
 #define EXIT_USAGE 2
 
-/*
- * One credential per run: only one kind may be given. TPM (--tpm) is added
- * here later as a new kind.
- */
+/* One credential per run: only one kind may be given. */
 enum auth_kind {
     AUTH_NONE = 0,
     AUTH_SYMMETRIC_KEY,
     AUTH_GROUP_KEY,
     AUTH_X509, /* --cert FILE with --key FILE */
+    AUTH_TPM,  /* --tpm [--tcti CONF] */
 };
 
 struct args {
@@ -39,6 +37,9 @@ struct args {
     char *key;               /* copy of the key; wiped before exit */
     const char *cert_file;   /* AUTH_X509: PEM leaf [+ intermediates] */
     const char *key_file;    /* AUTH_X509: PEM private key */
+    const char *tcti;        /* AUTH_TPM: TCTI configuration; NULL = tpm2-tss default */
+    bool tpm_identity;       /* --tpm-identity: print the TPM's EK/SRK and stop */
+    bool hub_password;       /* --print-hub-password */
     int timeout;             /* 0 = library default */
     bool json;
     bool verbose;
@@ -58,6 +59,10 @@ enum option_id {
     OPT_PAYLOAD,
     OPT_TIMEOUT,
     OPT_TRANSPORT,
+    OPT_TPM,
+    OPT_TCTI,
+    OPT_TPM_IDENTITY,
+    OPT_HUB_PASSWORD,
     OPT_JSON,
     OPT_VERBOSE,
     OPT_HELP,
@@ -75,6 +80,10 @@ static const struct option long_options[] = {
     {"payload", required_argument, NULL, OPT_PAYLOAD},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"transport", required_argument, NULL, OPT_TRANSPORT},
+    {"tpm", no_argument, NULL, OPT_TPM},
+    {"tcti", required_argument, NULL, OPT_TCTI},
+    {"tpm-identity", no_argument, NULL, OPT_TPM_IDENTITY},
+    {"print-hub-password", no_argument, NULL, OPT_HUB_PASSWORD},
     {"json", no_argument, NULL, OPT_JSON},
     {"verbose", no_argument, NULL, OPT_VERBOSE},
     {"help", no_argument, NULL, OPT_HELP},
@@ -90,6 +99,9 @@ static void usage(FILE *f)
             "                   [--timeout SECONDS] [--json] [--verbose]\n"
             "       " PROG " --scope SCOPE [--registration-id ID]\n"
             "                   --cert FILE --key FILE --host HOST[:PORT] [options as above]\n"
+            "       " PROG " --scope SCOPE [--registration-id ID] --tpm [--tcti CONF]\n"
+            "                   --host HOST[:PORT] [options as above, HTTPS only]\n"
+            "       " PROG " --tpm-identity [--tcti CONF] [--json]\n"
             "\n"
             "Registers a device with a DPS-compatible provisioning service over HTTPS\n"
             "or MQTT and prints the hub and device id it was assigned.\n"
@@ -105,6 +117,19 @@ static void usage(FILE *f)
             "                           sent in the TLS handshake\n"
             "  --key FILE               X.509: the certificate's private key (PEM, not\n"
             "                           encrypted)\n"
+            "  --tpm                    TPM 2.0 attestation (HTTPS only): the EK and SRK are\n"
+            "                           created at 0x81010001/0x81000001 if absent, the\n"
+            "                           service's keys are imported at 0x81000100; the\n"
+            "                           registration id defaults to the EK's\n"
+            "  --tcti CONF              the TPM to use, as a tpm2-tss TCTI string, e.g.\n"
+            "                           device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321\n"
+            "                           (default: tpm2-tss's default TCTI)\n"
+            "  --tpm-identity           print the TPM's default registration id, EK and SRK\n"
+            "                           (base64 TPM2B_PUBLIC, what a TPM enrollment needs)\n"
+            "                           and the EK certificate if it has one, then exit\n"
+            "  --print-hub-password     after the assignment, also print the password for\n"
+            "                           provd's MQTT hub (keys and --tpm; with --tpm it is\n"
+            "                           computed inside the TPM)\n"
             "  --host HOST[:PORT]       service host name; the port defaults to 443, or to\n"
             "                           8883 with --transport mqtt\n"
             "  --transport https|mqtt   HTTPS (the default), or MQTT 3.1.1 over TLS; both\n"
@@ -114,11 +139,13 @@ static void usage(FILE *f)
             "  --payload JSON           JSON value sent to the service as the payload\n"
             "  --timeout SECONDS        give up after SECONDS (default 60)\n"
             "  --json                   print the result as one JSON object (with the\n"
-            "                           service's \"x509\" details for X.509 devices)\n"
+            "                           service's \"x509\" details for X.509 devices, and\n"
+            "                           \"hubPassword\" with --print-hub-password)\n"
             "  --verbose                log each step to stderr\n"
             "  --help                   print this help and exit\n"
             "\n"
-            "Give exactly one credential: --symmetric-key, --group-key, or --cert with --key.\n"
+            "Give exactly one credential: --symmetric-key, --group-key, --cert with --key,\n"
+            "or --tpm.\n"
             "Exit status: 0 assigned, 1 registration failed, 2 usage error.\n");
 }
 
@@ -215,6 +242,17 @@ static int set_credential(struct args *a, enum auth_kind kind, const char *optio
     return 0;
 }
 
+/* --tpm-identity takes only --tcti, --json and --verbose. */
+static int check_identity_args(const struct args *a)
+{
+    if (a->auth != AUTH_NONE && a->auth != AUTH_TPM)
+        return usage_error("--tpm-identity takes no %s", a->auth_option);
+    if (a->scope != NULL || a->host != NULL || a->registration_id != NULL || a->payload != NULL ||
+        a->cacert != NULL || a->hub_password || a->transport_given)
+        return usage_error("--tpm-identity takes only --tcti, --json and --verbose");
+    return 0;
+}
+
 /* Returns 0 to go on, or an exit status (-1 for a successful --help). */
 static int parse_args(int argc, char **argv, struct args *a)
 {
@@ -269,6 +307,21 @@ static int parse_args(int argc, char **argv, struct args *a)
                 return usage_error("invalid transport '%s': expected https or mqtt", optarg);
             a->transport_given = true;
             break;
+        case OPT_TPM:
+            if ((r = set_kind(a, AUTH_TPM, "--tpm")) != 0)
+                return r;
+            break;
+        case OPT_TCTI:
+            if (a->tcti != NULL)
+                return usage_error("%s given twice", "--tcti");
+            a->tcti = optarg;
+            break;
+        case OPT_TPM_IDENTITY:
+            a->tpm_identity = true;
+            break;
+        case OPT_HUB_PASSWORD:
+            a->hub_password = true;
+            break;
         case OPT_JSON:
             a->json = true;
             break;
@@ -286,17 +339,25 @@ static int parse_args(int argc, char **argv, struct args *a)
     }
     if (optind < argc)
         return usage_error("unexpected argument '%s'", argv[optind]);
+    if (a->tpm_identity)
+        return check_identity_args(a);
+    if (a->tcti != NULL && a->auth != AUTH_TPM)
+        return usage_error("%s needs %s", "--tcti", "--tpm or --tpm-identity");
+    if (a->hub_password && a->auth == AUTH_X509)
+        return usage_error("%s: an X.509 device uses its certificate at the hub",
+                           "--print-hub-password");
     if (a->scope == NULL)
         return usage_error("%s is required", "--scope");
     if (a->host == NULL)
         return usage_error("%s is required", "--host");
     if (a->auth == AUTH_NONE)
-        return usage_error("%s is required", "--symmetric-key, --group-key or --cert with --key");
+        return usage_error("%s is required",
+                           "--symmetric-key, --group-key, --cert with --key, or --tpm");
     if (a->auth == AUTH_X509 && (a->cert_file == NULL || a->key_file == NULL))
         return usage_error("%s needs %s", a->cert_file ? "--cert" : "--key",
                            a->cert_file ? "--key" : "--cert");
-    /* an X.509 device's registration id is its certificate's CN */
-    if (a->registration_id == NULL && a->auth != AUTH_X509)
+    /* an X.509 device's registration id is its certificate's CN, a TPM's comes from its EK */
+    if (a->registration_id == NULL && a->auth != AUTH_X509 && a->auth != AUTH_TPM)
         return usage_error("%s is required", "--registration-id");
     return 0;
 }
@@ -310,6 +371,8 @@ static int set_credential_in_client(struct prov_client *c, const struct args *a)
         return prov_client_set_group_key(c, a->key);
     case AUTH_X509:
         return prov_client_set_x509(c, a->cert_file, a->key_file);
+    case AUTH_TPM:
+        return prov_client_set_tpm(c, a->tcti);
     case AUTH_NONE:
         break;
     }
@@ -336,28 +399,103 @@ static void print_failure(int r, const struct prov_result *res)
     }
 }
 
-static int print_success(const struct args *a, const struct prov_result *res)
+/* Wipes and frees a secret string the library handed out. */
+static void free_secret(char *s)
 {
-    if (a->json) {
-        char *text = prov_result_to_json(res);
+    if (s != NULL) {
+        explicit_bzero(s, strlen(s));
+        prov_free(s);
+    }
+}
 
-        if (text == NULL) {
-            fprintf(stderr, PROG ": out of memory\n");
+/*
+ * The JSON summary, with "hubPassword" added when there is one (base64 needs
+ * no escaping; the summary is one object ending in '}').
+ */
+static int print_json(const struct prov_result *res, const char *password)
+{
+    char *text = prov_result_to_json(res);
+    size_t len = text != NULL ? strlen(text) : 0;
+
+    if (text == NULL || len < 2 || text[len - 1] != '}') {
+        fprintf(stderr, PROG ": out of memory\n");
+        prov_free(text);
+        return EXIT_FAILURE;
+    }
+    if (password != NULL) {
+        text[len - 1] = '\0';
+        printf("%s,\"hubPassword\":\"%s\"}\n", text, password);
+    } else {
+        printf("%s\n", text);
+    }
+    prov_free(text);
+    return EXIT_SUCCESS;
+}
+
+static int print_success(const struct args *a, struct prov_client *client,
+                         const struct prov_result *res)
+{
+    char *password = NULL;
+    int r;
+
+    if (a->hub_password) {
+        if ((r = prov_client_hub_password(client, res->device_id, &password)) != 0) {
+            fprintf(stderr, PROG ": assigned, but the hub password cannot be computed: %s\n",
+                    last_error[0] ? last_error : prov_strerror(r));
             return EXIT_FAILURE;
         }
-        printf("%s\n", text);
-        prov_free(text);
+    }
+    if (a->json) {
+        r = print_json(res, password);
+        free_secret(password);
+        if (r != EXIT_SUCCESS)
+            return r;
     } else {
         printf("assigned: hub=%s device=%s", res->assigned_hub, res->device_id);
         if (res->enrollment_group_id != NULL)
             printf(" group=%s", res->enrollment_group_id);
         printf("\n");
+        if (password != NULL)
+            printf("hub password: %s\n", password);
+        free_secret(password);
     }
     if (fflush(stdout) != 0) {
         fprintf(stderr, PROG ": cannot write the result: %s\n", strerror(errno));
         return EXIT_FAILURE;
     }
     return EXIT_SUCCESS;
+}
+
+/* --tpm-identity: what an operator enrolls, read from (or created in) the TPM. */
+static int print_tpm_identity(const struct args *a)
+{
+    char *id = NULL, *ek = NULL, *srk = NULL, *cert = NULL;
+    int r, status = EXIT_FAILURE;
+
+    if ((r = prov_tpm_identity(a->tcti, &id, &ek, &srk, &cert)) != 0) {
+        fprintf(stderr, PROG ": %s\n", last_error[0] ? last_error : prov_strerror(r));
+        return EXIT_FAILURE;
+    }
+    if (a->json) {
+        printf("{\"registrationId\":\"%s\",\"endorsementKey\":\"%s\",\"storageRootKey\":\"%s\"",
+               id, ek, srk);
+        if (cert != NULL)
+            printf(",\"endorsementKeyCertificate\":\"%s\"", cert);
+        printf("}\n");
+    } else {
+        printf("registrationId: %s\nendorsementKey: %s\nstorageRootKey: %s\n", id, ek, srk);
+        if (cert != NULL)
+            printf("endorsementKeyCertificate: %s\n", cert);
+    }
+    if (fflush(stdout) != 0)
+        fprintf(stderr, PROG ": cannot write the result: %s\n", strerror(errno));
+    else
+        status = EXIT_SUCCESS;
+    prov_free(id);
+    prov_free(ek);
+    prov_free(srk);
+    prov_free(cert);
+    return status;
 }
 
 int main(int argc, char **argv)
@@ -374,6 +512,10 @@ int main(int argc, char **argv)
         goto out;
     }
     prov_set_log_callback(on_log, &a);
+    if (a.tpm_identity) {
+        status = print_tpm_identity(&a);
+        goto out;
+    }
     opt.host = a.host;
     opt.id_scope = a.scope;
     opt.registration_id = a.registration_id;
@@ -389,7 +531,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "Try '" PROG " --help' for more information.\n");
             status = EXIT_USAGE;
         } else {
-            fprintf(stderr, PROG ": %s\n", prov_strerror(r));
+            fprintf(stderr, PROG ": %s\n", last_error[0] ? last_error : prov_strerror(r));
         }
         goto out;
     }
@@ -398,7 +540,7 @@ int main(int argc, char **argv)
         print_failure(r, res);
         goto out;
     }
-    status = print_success(&a, res);
+    status = print_success(&a, client, res);
 out:
     prov_result_free(res);
     prov_client_free(client);

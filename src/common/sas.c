@@ -262,3 +262,15 @@ int derive_device_key(const char *group_key_b64, const char *registration_id, ch
     prov_cleanse(d, sizeof(d));
     return r;
 }
+
+int hub_password_derive(const uint8_t *key, size_t keylen, const char *device_id, char out[45])
+{
+    uint8_t d[32];
+    int r = hmac_sha256(key, keylen, PROV_HUB_PASSWORD_LABEL, strlen(PROV_HUB_PASSWORD_LABEL),
+                        device_id, strlen(device_id), NULL, 0, d);
+
+    if (r == 0)
+        b64_encode(d, 32, out);
+    prov_cleanse(d, sizeof(d));
+    return r;
+}

@@ -58,4 +58,17 @@ int derive_device_key(const char *group_key_b64, const char *registration_id, ch
 int derive_device_key_raw(const uint8_t *group_key, size_t len, const char *registration_id,
                           uint8_t out[32]) PROV_WUR;
 
+/*
+ * The password a device uses at an MQTT broker that provd provisioned it in
+ * (the mosquitto connector; docs/protocol-decisions.md "Hub credentials"):
+ * base64(HMAC-SHA256(key, "provd-hub-password:" || device_id)), where key is
+ * the device's key: its symmetric key (individual: the enrollment key it
+ * signed with; group: the derived key) or, for TPM, the hub key the assigned
+ * result delivered. A TPM device computes the same HMAC inside the TPM.
+ * out must hold 45 bytes. 0 or PROV_ECRYPTO.
+ */
+#define PROV_HUB_PASSWORD_LABEL "provd-hub-password:"
+int hub_password_derive(const uint8_t *key, size_t keylen, const char *device_id,
+                        char out[45]) PROV_WUR;
+
 #endif

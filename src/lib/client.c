@@ -12,6 +12,7 @@
 #include "../common/sas.h"
 #include "../common/util.h"
 #include "lib.h"
+#include "tpm.h"
 
 /* The fields of the first public version of struct prov_options. */
 #define OPTIONS_V1_SIZE (offsetof(struct prov_options, timeout_seconds) + sizeof(int))
@@ -291,15 +292,17 @@ void prov_client_free(struct prov_client *c)
     free(c->base_url);
     free(c->cert_file);
     free(c->key_file);
+    lib_tpm_close(c->tpm);
+    lib_tpm_sas_clear(c);
     prov_freezero(c, sizeof(*c));
 }
 
 /* Keys need a registration id (SAS resource, group key derivation) and no certificate. */
 static int key_allowed(const struct prov_client *c, const char *what)
 {
-    if (c->cred == LIB_CRED_X509) {
-        lib_log(PROV_LOG_ERROR, "cannot set a %s: this client uses an X.509 certificate "
-                                "(one credential kind per client)", what);
+    if (c->cred == LIB_CRED_X509 || c->cred == LIB_CRED_TPM) {
+        lib_log(PROV_LOG_ERROR, "cannot set a %s: this client uses %s (one credential kind "
+                "per client)", what, c->cred == LIB_CRED_TPM ? "a TPM" : "an X.509 certificate");
         return PROV_EINVAL;
     }
     if (c->registration_id == NULL) {
@@ -383,9 +386,10 @@ int prov_client_set_x509(struct prov_client *c, const char *cert_file, const cha
 
     if (c == NULL)
         return PROV_EINVAL;
-    if (c->cred == LIB_CRED_KEY) {
-        lib_log(PROV_LOG_ERROR, "cannot set an X.509 certificate: this client uses a symmetric "
-                                "key (one credential kind per client)");
+    if (c->cred == LIB_CRED_KEY || c->cred == LIB_CRED_TPM) {
+        lib_log(PROV_LOG_ERROR, "cannot set an X.509 certificate: this client uses %s (one "
+                "credential kind per client)", c->cred == LIB_CRED_TPM ? "a TPM" :
+                "a symmetric key");
         return PROV_EINVAL;
     }
     if (cert_file == NULL || *cert_file == '\0' || key_file == NULL || *key_file == '\0') {
@@ -432,5 +436,194 @@ out:
     free(cert);
     free(key);
     free(url);
+    return r;
+}
+
+/* Replaces the registration id (and the URL built from it). 0 or PROV_ENOMEM. */
+static int set_registration_id(struct prov_client *c, const char *id)
+{
+    char *copy = strdup(id);
+    char *url = lib_build_url(c->host, c->id_scope, id);
+
+    if (copy == NULL || url == NULL) {
+        free(copy);
+        free(url);
+        return PROV_ENOMEM;
+    }
+    free(c->registration_id);
+    free(c->base_url);
+    c->registration_id = copy;
+    c->base_url = url;
+    return 0;
+}
+
+int prov_client_set_tpm(struct prov_client *c, const char *tcti)
+{
+    struct lib_tpm *t = NULL;
+    char regid[LIB_TPM_REGID_SIZE];
+    int r;
+
+    if (c == NULL)
+        return PROV_EINVAL;
+    if (c->cred == LIB_CRED_KEY || c->cred == LIB_CRED_X509) {
+        lib_log(PROV_LOG_ERROR, "cannot use a TPM: this client uses %s (one credential kind "
+                "per client)", c->cred == LIB_CRED_KEY ? "a symmetric key" :
+                "an X.509 certificate");
+        return PROV_EINVAL;
+    }
+    if (c->transport != PROV_TRANSPORT_HTTPS) {
+        lib_log(PROV_LOG_ERROR, "TPM attestation works over HTTPS only: DPS's MQTT protocol has "
+                                "no TPM challenge (no SDK supports it either)");
+        return PROV_EINVAL;
+    }
+    /* a TPM without resource manager serves one connection: close ours first */
+    lib_tpm_close(c->tpm);
+    c->tpm = NULL;
+    c->cred = LIB_CRED_NONE;
+    if ((r = lib_tpm_open(tcti, &t)) != 0)
+        return r;
+    if (c->registration_id == NULL || c->regid_from_tpm) {
+        if ((r = lib_tpm_registration_id(t, regid)) != 0 ||
+            (r = set_registration_id(c, regid)) != 0) {
+            lib_tpm_close(t);
+            return r;
+        }
+        c->regid_from_tpm = true;
+    }
+    c->tpm = t;
+    c->cred = LIB_CRED_TPM;
+    lib_log(PROV_LOG_DEBUG, "TPM credential for '%s'%s", c->registration_id,
+            c->regid_from_tpm ? " (the EK's default registration id)" : "");
+    return 0;
+}
+
+/* Strings handed to the caller: copies freed with prov_free(). */
+static int give_b64(const uint8_t *data, size_t len, char **out)
+{
+    if (out == NULL)
+        return 0;
+    *out = NULL;
+    if (data == NULL)
+        return 0;
+    return (*out = b64_encode_alloc(data, len)) == NULL ? PROV_ENOMEM : 0;
+}
+
+int prov_tpm_identity(const char *tcti, char **registration_id, char **endorsement_key,
+                      char **storage_root_key, char **ek_certificate)
+{
+    struct lib_tpm *t = NULL;
+    char regid[LIB_TPM_REGID_SIZE];
+    const uint8_t *p;
+    size_t len;
+    int r;
+
+    if (registration_id != NULL)
+        *registration_id = NULL;
+    if (endorsement_key != NULL)
+        *endorsement_key = NULL;
+    if (storage_root_key != NULL)
+        *storage_root_key = NULL;
+    if (ek_certificate != NULL)
+        *ek_certificate = NULL;
+    if ((r = lib_tpm_open(tcti, &t)) != 0)
+        return r;
+    if ((r = lib_tpm_registration_id(t, regid)) != 0)
+        goto out;
+    if (registration_id != NULL && (*registration_id = strdup(regid)) == NULL) {
+        r = PROV_ENOMEM;
+        goto out;
+    }
+    p = lib_tpm_ek_public(t, &len);
+    if ((r = give_b64(p, len, endorsement_key)) != 0)
+        goto out;
+    p = lib_tpm_srk_public(t, &len);
+    if ((r = give_b64(p, len, storage_root_key)) != 0)
+        goto out;
+    p = lib_tpm_ek_cert(t, &len);
+    r = give_b64(p, len, ek_certificate);
+out:
+    lib_tpm_close(t);
+    if (r != 0) {
+        char **outs[] = {registration_id, endorsement_key, storage_root_key, ek_certificate};
+
+        for (size_t i = 0; i < sizeof(outs) / sizeof(outs[0]); i++) {
+            if (outs[i] != NULL) {
+                free(*outs[i]);
+                *outs[i] = NULL;
+            }
+        }
+    }
+    return r;
+}
+
+/* The hub password of a key client: HMAC with the (derived) device key. */
+static int key_hub_password(const struct prov_client *c, const char *device_id, char pw[45])
+{
+    uint8_t key[PROV_KEY_B64_MAX];
+    size_t len = strlen(c->key_b64);
+    int n, r;
+
+    if (b64_decoded_max(len) > sizeof(key) || (n = b64_decode(c->key_b64, len, key)) <= 0)
+        return PROV_EINTERNAL; /* checked when it was set */
+    r = hub_password_derive(key, (size_t)n, device_id, pw);
+    prov_cleanse(key, sizeof(key));
+    return r;
+}
+
+/* The same inside the TPM, with the hub key at 0x81000100. */
+static int tpm_hub_password(const struct prov_client *c, const char *device_id, char pw[45])
+{
+    size_t label = strlen(PROV_HUB_PASSWORD_LABEL), len = strlen(device_id);
+    char msg[sizeof(PROV_HUB_PASSWORD_LABEL) + PROV_MAX_REG_ID];
+    uint8_t mac[32];
+    int r;
+
+    memcpy(msg, PROV_HUB_PASSWORD_LABEL, label);
+    memcpy(msg + label, device_id, len);
+    if ((r = lib_tpm_hmac(c->tpm, msg, label + len, mac)) == 0)
+        b64_encode(mac, sizeof(mac), pw);
+    prov_cleanse(mac, sizeof(mac));
+    return r;
+}
+
+int prov_client_hub_password(struct prov_client *c, const char *device_id, char **out)
+{
+    char pw[45];
+    size_t len;
+    int r;
+
+    if (out != NULL)
+        *out = NULL;
+    if (c == NULL || out == NULL || device_id == NULL) {
+        lib_log(PROV_LOG_ERROR, "prov_client_hub_password: %s is NULL",
+                c == NULL ? "client" : out == NULL ? "out" : "device_id");
+        return PROV_EINVAL;
+    }
+    len = strlen(device_id);
+    if (len == 0 || len > PROV_MAX_REG_ID) {
+        lib_log(PROV_LOG_ERROR, "invalid device id: %zu characters, expected 1 to %d", len,
+                PROV_MAX_REG_ID);
+        return PROV_EINVAL;
+    }
+    switch (c->cred) {
+    case LIB_CRED_KEY:
+        r = key_hub_password(c, device_id, pw);
+        break;
+    case LIB_CRED_TPM:
+        r = tpm_hub_password(c, device_id, pw);
+        break;
+    case LIB_CRED_X509:
+        lib_log(PROV_LOG_ERROR, "no hub password for an X.509 device: it authenticates at the "
+                                "hub with its certificate");
+        return PROV_EINVAL;
+    default:
+        lib_log(PROV_LOG_ERROR, "no credential set: a hub password needs a key or a TPM");
+        return PROV_EINVAL;
+    }
+    if (r == 0 && (*out = strdup(pw)) == NULL)
+        r = PROV_ENOMEM;
+    if (r != 0 && r != PROV_ENOMEM && r != PROV_ENOTFOUND)
+        lib_log(PROV_LOG_ERROR, "cannot compute the hub password: %s", prov_strerror(r));
+    prov_cleanse(pw, sizeof(pw));
     return r;
 }

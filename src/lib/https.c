@@ -3,6 +3,11 @@
  * .../operations/{id} every Retry-After seconds until the status is no longer
  * "assigning". One libcurl easy handle per client, so the TLS connection is
  * kept alive between the PUT and the polls.
+ *
+ * A TPM client (§4.4) sends the first PUT without Authorization; the 401
+ * challenge's authenticationKey is imported into the TPM, which signs the
+ * SAS token of the same PUT sent again and of every poll; the assigned
+ * answer's hub key is imported at the end.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -185,13 +190,16 @@ static int build_headers(struct prov_client *c, bool with_body, struct curl_slis
     int r = PROV_ENOMEM;
 
     *out = NULL;
-    /* an X.509 device authenticates in the TLS handshake only: no Authorization */
-    if (c->cred == LIB_CRED_KEY) {
-        if ((token = lib_sas_token(c)) == NULL) {
-            r = PROV_ECRYPTO;
-            goto out;
-        }
-        if (asprintf(&auth, "Authorization: %s", token) < 0) {
+    /*
+     * An X.509 device authenticates in the TLS handshake only, a TPM device
+     * sends its first request without a token: no Authorization.
+     */
+    if (c->cred == LIB_CRED_KEY && (token = lib_sas_token(c)) == NULL) {
+        r = PROV_ECRYPTO;
+        goto out;
+    }
+    if (token != NULL || (c->cred == LIB_CRED_TPM && c->tpm_sas != NULL)) {
+        if (asprintf(&auth, "Authorization: %s", token != NULL ? token : c->tpm_sas) < 0) {
             auth = NULL;
             goto out;
         }
@@ -351,17 +359,32 @@ int lib_https_register(struct prov_client *c, struct lib_reg *g)
         goto out;
     }
     url = reg_url;
+    lib_tpm_sas_clear(c);
     for (;;) {
-        bool transient;
+        bool transient, handled = false;
         char why[48];
 
+        if (c->cred == LIB_CRED_TPM && (r = lib_tpm_sas_refresh(c)) != 0)
+            goto out;
         if ((r = exchange(c, url, url == reg_url ? body : NULL, g->deadline - lib_now_ms(),
                           &a)) != 0)
             goto out;
+        /* one challenge per registration: a 401 to the signed request is a refusal */
+        if (c->cred == LIB_CRED_TPM && c->tpm_sas == NULL && a.http_status == 401 &&
+            url == reg_url) {
+            if ((r = lib_tpm_challenge(c, a.body, a.len, &handled)) != 0)
+                goto out;
+            if (handled)
+                continue;
+        }
         transient = a.http_status == 429 || a.http_status == 503;
-        if ((r = lib_reg_answer(g, (int)a.http_status, transient, a.body, a.len, &next)) != 0 ||
-            next == LIB_NEXT_DONE)
+        if ((r = lib_reg_answer(g, (int)a.http_status, transient, a.body, a.len, &next)) != 0)
             goto out;
+        if (next == LIB_NEXT_DONE) {
+            if (c->cred == LIB_CRED_TPM)
+                r = lib_tpm_assigned(c, g->res);
+            goto out;
+        }
         if (next == LIB_NEXT_POLL) {
             free(poll_url);
             if ((poll_url = operation_url(c, g->op_id)) == NULL) {
@@ -378,6 +401,7 @@ int lib_https_register(struct prov_client *c, struct lib_reg *g)
         lib_sleep_ms((int64_t)a.retry_after * 1000);
     }
 out:
+    lib_tpm_sas_clear(c);
     answer_reset(&a);
     free(body);
     free(reg_url);

@@ -36,7 +36,10 @@ enum lib_cred {
     LIB_CRED_NONE = 0,
     LIB_CRED_KEY,        /* symmetric key in key_b64 (own or derived from a group key) */
     LIB_CRED_X509,       /* TLS client certificate: cert_file, key_file */
+    LIB_CRED_TPM,        /* TPM attestation (tpm.h): HMAC key inside the TPM */
 };
+
+struct lib_tpm;
 
 struct prov_client {
     char *host;          /* as given: name[:port] or [v6][:port] */
@@ -53,6 +56,13 @@ struct prov_client {
     char key_b64[PROV_KEY_B64_MAX]; /* device key (LIB_CRED_KEY); wiped on free */
     char *cert_file;     /* LIB_CRED_X509: PEM leaf [+ intermediates] */
     char *key_file;      /* LIB_CRED_X509: PEM private key of the leaf */
+    struct lib_tpm *tpm; /* LIB_CRED_TPM: the open TPM */
+    bool regid_from_tpm; /* registration_id is the default one of the TPM's EK */
+    char *tpm_sas;       /* LIB_CRED_TPM: the SAS token signed by the TPM after the
+                            challenge, reused by the polls; wiped and freed after each
+                            registration */
+    long long tpm_sas_expiry; /* its se (unix seconds) */
+    char tpm_key_name[65];    /* the challenge's keyName, the token's skn */
     void *curl;          /* CURL easy handle, created on first use, reused */
 };
 
@@ -91,6 +101,29 @@ char *lib_register_body(const struct prov_client *c);
  * wipes and frees it with prov_freezero(t, strlen(t)). NULL on failure (logged).
  */
 char *lib_sas_token(const struct prov_client *c);
+
+/*
+ * TPM clients (device protocol §4.4, §5): the 401 challenge of the first
+ * register request. When the answer body carries an "authenticationKey",
+ * imports it into the TPM and signs c->tpm_sas with it (skn = the answer's
+ * "keyName"); *handled is then true and the caller sends the same request
+ * again. *handled false: not a challenge, judge the answer as usual.
+ * 0, or the import's or signing's error (logged).
+ */
+int lib_tpm_challenge(struct prov_client *c, const char *body, size_t len, bool *handled);
+/*
+ * TPM clients: renews c->tpm_sas when it expires within a minute (a long
+ * poll); 0 or a negative code (logged).
+ */
+int lib_tpm_sas_refresh(struct prov_client *c);
+/*
+ * TPM clients, after "assigned": imports registrationState.tpm.authenticationKey
+ * (the hub key) into the TPM at 0x81000100. 0, PROV_EPROTO when the result has
+ * none, or the import's error (logged).
+ */
+int lib_tpm_assigned(struct prov_client *c, const struct prov_result *res);
+/* Wipes and frees c->tpm_sas. */
+void lib_tpm_sas_clear(struct prov_client *c);
 
 /* One registration in progress, as the transports drive it. */
 struct lib_reg {

@@ -14,6 +14,7 @@
 #include "../common/sas.h"
 #include "../common/util.h"
 #include "lib.h"
+#include "tpm.h"
 
 int64_t lib_now_ms(void)
 {
@@ -59,6 +60,10 @@ char *lib_register_body(const struct prov_client *c)
         return NULL;
     if (json_object_set_new(o, "registrationId", json_string(c->registration_id)) != 0)
         goto out;
+    /* TPM: the same body on the challenged and the signed request (§4.4) */
+    if (c->cred == LIB_CRED_TPM &&
+        json_object_set_new(o, "tpm", lib_tpm_attestation_json(c->tpm)) != 0)
+        goto out;
     if (c->payload_json != NULL) {
         payload = json_loads(c->payload_json, JSON_DECODE_ANY, NULL);
         if (payload == NULL || json_object_set_new(o, "payload", payload) != 0)
@@ -82,6 +87,145 @@ char *lib_sas_token(const struct prov_client *c)
     if (token == NULL)
         lib_log(PROV_LOG_ERROR, "cannot build the SAS token");
     return token;
+}
+
+/*
+ * The SAS token of a TPM client, signed inside the TPM by the key at
+ * 0x81000100; the same form as sas_build (sr url-encoded, as the Node TPM
+ * client sends it). Caller wipes and frees it. 0 or a negative code (logged).
+ */
+static int tpm_sas_build(struct prov_client *c, long long expiry, char **out)
+{
+    char resource[PROV_MAX_SCOPE + PROV_MAX_REG_ID + 32];
+    char *sr = NULL, *msg = NULL, *sig_enc = NULL, *skn = NULL;
+    char sig[45];
+    uint8_t mac[32];
+    int r = PROV_ENOMEM;
+
+    *out = NULL;
+    snprintf(resource, sizeof(resource), "%s/registrations/%s", c->id_scope,
+             c->registration_id);
+    if ((sr = url_encode_alloc(resource)) == NULL ||
+        (skn = url_encode_alloc(c->tpm_key_name)) == NULL ||
+        asprintf(&msg, "%s\n%lld", sr, expiry) < 0) {
+        msg = NULL;
+        goto out;
+    }
+    if ((r = lib_tpm_hmac(c->tpm, msg, strlen(msg), mac)) != 0) {
+        lib_log(PROV_LOG_ERROR, "cannot sign the SAS token in the TPM: %s", prov_strerror(r));
+        goto out;
+    }
+    b64_encode(mac, sizeof(mac), sig);
+    r = PROV_ENOMEM;
+    if ((sig_enc = url_encode_alloc(sig)) == NULL ||
+        asprintf(out, "SharedAccessSignature sr=%s&sig=%s&se=%lld&skn=%s", sr, sig_enc, expiry,
+                 skn) < 0) {
+        *out = NULL;
+        goto out;
+    }
+    r = 0;
+out:
+    prov_cleanse(mac, sizeof(mac));
+    prov_cleanse(sig, sizeof(sig));
+    if (sig_enc != NULL)
+        prov_freezero(sig_enc, strlen(sig_enc));
+    free(sr);
+    free(msg);
+    free(skn);
+    return r;
+}
+
+static int tpm_sas_sign(struct prov_client *c)
+{
+    long long expiry = (long long)time(NULL) + PROV_SAS_LIFETIME;
+    char *token = NULL;
+    int r;
+
+    if ((r = tpm_sas_build(c, expiry, &token)) != 0)
+        return r;
+    lib_tpm_sas_clear(c);
+    c->tpm_sas = token;
+    c->tpm_sas_expiry = expiry;
+    return 0;
+}
+
+void lib_tpm_sas_clear(struct prov_client *c)
+{
+    if (c->tpm_sas != NULL)
+        prov_freezero(c->tpm_sas, strlen(c->tpm_sas));
+    c->tpm_sas = NULL;
+    c->tpm_sas_expiry = 0;
+}
+
+int lib_tpm_sas_refresh(struct prov_client *c)
+{
+    if (c->tpm_sas == NULL || c->tpm_sas_expiry - 60 > (long long)time(NULL))
+        return 0;
+    lib_log(PROV_LOG_DEBUG, "the TPM-signed SAS token expires: signing a new one");
+    return tpm_sas_sign(c);
+}
+
+/* keyName of a challenge: a short token; anything else falls back to "registration". */
+static bool key_name_ok(const char *s)
+{
+    size_t len = s != NULL ? strlen(s) : 0;
+
+    if (len == 0 || len > 64)
+        return false;
+    for (const char *p = s; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_'))
+            return false;
+    }
+    return true;
+}
+
+int lib_tpm_challenge(struct prov_client *c, const char *body, size_t len, bool *handled)
+{
+    json_t *root = len > 0 ? json_loadb(body, len, 0, NULL) : NULL;
+    const char *blob = json_string_value(json_object_get(root, "authenticationKey"));
+    const char *name = json_string_value(json_object_get(root, "keyName"));
+    int r = 0;
+
+    *handled = false;
+    if (blob == NULL)
+        goto out; /* a refusal, not a challenge */
+    if (!key_name_ok(name)) {
+        if (name != NULL)
+            lib_log(PROV_LOG_WARN, "ignoring the challenge's keyName '%.64s': using "
+                    "'registration'", name);
+        name = "registration";
+    }
+    snprintf(c->tpm_key_name, sizeof(c->tpm_key_name), "%s", name);
+    lib_log(PROV_LOG_INFO, "TPM challenge (401 with authenticationKey): activating and "
+                           "importing the key");
+    if ((r = lib_tpm_import_blob(c->tpm, blob)) != 0 || (r = tpm_sas_sign(c)) != 0)
+        goto out;
+    *handled = true;
+out:
+    json_decref(root);
+    return r;
+}
+
+int lib_tpm_assigned(struct prov_client *c, const struct prov_result *res)
+{
+    json_t *rs = res->registration_state_json != NULL
+                     ? json_loads(res->registration_state_json, 0, NULL)
+                     : NULL;
+    const char *blob =
+        json_string_value(json_object_get(json_object_get(rs, "tpm"), "authenticationKey"));
+    int r;
+
+    if (blob == NULL) {
+        lib_log(PROV_LOG_ERROR, "the assigned answer has no registrationState.tpm."
+                                "authenticationKey: no hub key to import");
+        r = PROV_EPROTO;
+    } else if ((r = lib_tpm_import_blob(c->tpm, blob)) == 0) {
+        lib_log(PROV_LOG_INFO, "hub key imported into the TPM at 0x%08x",
+                (unsigned)LIB_TPM_ID_KEY_HANDLE);
+    }
+    json_decref(rs);
+    return r;
 }
 
 int lib_reg_may_wait(const struct lib_reg *g, int wait_s, const char *why)
@@ -182,7 +326,8 @@ int prov_register(struct prov_client *c, struct prov_result **out)
     *out = NULL;
     if (c->cred == LIB_CRED_NONE || c->registration_id == NULL) {
         lib_log(PROV_LOG_ERROR, "no credential set: call prov_client_set_symmetric_key, "
-                                "prov_client_set_group_key or prov_client_set_x509 first");
+                                "prov_client_set_group_key, prov_client_set_x509 or "
+                                "prov_client_set_tpm first");
         return PROV_EINVAL;
     }
     g.c = c;
@@ -190,7 +335,8 @@ int prov_register(struct prov_client *c, struct prov_result **out)
     lib_log(PROV_LOG_INFO, "registering '%s' in scope '%s' at %s over %s (%s)",
             c->registration_id, c->id_scope, c->host,
             c->transport == PROV_TRANSPORT_MQTT ? "MQTT" : "HTTPS",
-            c->cred == LIB_CRED_X509 ? "X.509" : "symmetric key");
+            c->cred == LIB_CRED_X509 ? "X.509" : c->cred == LIB_CRED_TPM ? "TPM" :
+            "symmetric key");
     if (c->transport == PROV_TRANSPORT_MQTT) {
         g.status_word = "MQTT status";
         r = lib_mqtt_register(c, &g);

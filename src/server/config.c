@@ -14,7 +14,18 @@
 #define PROVD_VERSION "0.0.0"
 #endif
 
-enum cfg_kind { K_LISTEN, K_MQTT_LISTEN, K_PATH, K_SCOPE, K_POLICY, K_HUB, K_INT, K_LOGLEVEL };
+enum cfg_kind {
+    K_LISTEN,
+    K_MQTT_LISTEN,
+    K_PATH,
+    K_SCOPE,
+    K_POLICY,
+    K_HUB,
+    K_HUB_WEIGHT,
+    K_HUB_APPLY,
+    K_INT,
+    K_LOGLEVEL
+};
 
 struct cfg_option {
     const char *name;
@@ -40,8 +51,18 @@ static const struct cfg_option options[] = {
     {"id-scope", K_SCOPE, 0, 0, 0, true, "SCOPE", "an ID scope this instance serves"},
     {"policy", K_POLICY, 0, 0, 0, true, "NAME=BASE64KEY[:RIGHT,...]",
      "service-API shared access policy; no rights listed means all rights"},
-    {"hub", K_HUB, 0, 0, 0, true, "HOSTNAME",
-     "a linked hub devices may be assigned to"},
+    {"hub", K_HUB, 0, 0, 0, true, "HOSTNAME[=CONNECTOR-URL]",
+     "a linked hub; the URL (mosquitto://, mosquittos://, https://) picks its connector"},
+    {"hub-weight", K_HUB_WEIGHT, 0, 1, 1000, true, "HOSTNAME=N",
+     "allocation weight of a linked hub, 1..1000 (default 1)"},
+    {"hub-apply-allocation-policy", K_HUB_APPLY, 0, 0, 0, true, "HOSTNAME=true|false",
+     "false: the hub takes devices only from enrollments that name it (default true)"},
+    {"assigners", K_INT, OFF(assigners), 1, 64, false, "N",
+     "threads for hub connectors and webhooks (default 4)"},
+    {"custom-allocation-timeout", K_INT, OFF(custom_allocation_timeout), 100, 60000, false, "MS",
+     "how long a custom allocation webhook may take (default 5000)"},
+    {"webhook-ca", K_PATH, OFF(webhook_ca), 0, 0, false, "FILE",
+     "CA certificates (PEM) trusted for https webhooks besides the system store"},
     {"workers", K_INT, OFF(workers), 0, 256, false, "N", "worker threads (default: one per core)"},
     {"retry-after", K_INT, OFF(retry_after), 1, 300, false, "SECONDS",
      "Retry-After sent with 202 answers (default 2)"},
@@ -240,10 +261,31 @@ static bool hostname_ok(const char *h)
     return true;
 }
 
+static bool connector_scheme_ok(const char *url)
+{
+    static const char *const schemes[] = {"mosquitto://", "mosquittos://", "https://", "http://"};
+
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        if (strncmp(url, schemes[i], strlen(schemes[i])) == 0)
+            return true;
+    }
+    return false;
+}
+
+static struct cfg_hub *find_hub(struct config *cfg, const char *host)
+{
+    for (size_t i = 0; i < cfg->nhubs; i++) {
+        if (str_ieq(cfg->hubs[i].hostname, host))
+            return &cfg->hubs[i];
+    }
+    return NULL;
+}
+
 static int set_hub(struct config *cfg, const char *v, char *err, size_t errlen)
 {
     struct cfg_hub *h;
-    size_t len = strlen(v);
+    const char *eq = strchr(v, '=');
+    size_t len = eq ? (size_t)(eq - v) : strlen(v);
 
     if (cfg->nhubs == CFG_MAX_LIST) {
         snprintf(err, errlen, "hub: too many hubs");
@@ -260,9 +302,81 @@ static int set_hub(struct config *cfg, const char *v, char *err, size_t errlen)
         snprintf(err, errlen, "hub: '%s' is not a host name", h->hostname);
         return PROV_EINVAL;
     }
-    h->weight = 1;
     str_lower(h->hostname);
+    if (find_hub(cfg, h->hostname) != NULL) {
+        snprintf(err, errlen, "hub: '%s' given twice", h->hostname);
+        return PROV_EINVAL;
+    }
+    if (eq != NULL) {
+        /* the URL may carry a password: never echo it */
+        if (strlen(eq + 1) >= sizeof(h->url) || !connector_scheme_ok(eq + 1)) {
+            snprintf(err, errlen,
+                     "hub: the connector of '%s' must be a mosquitto://, mosquittos://, https:// "
+                     "or http:// URL",
+                     h->hostname);
+            return PROV_EINVAL;
+        }
+        memcpy(h->url, eq + 1, strlen(eq + 1) + 1);
+    }
+    h->weight = 1;
+    h->apply_allocation_policy = true;
     cfg->nhubs++;
+    return 0;
+}
+
+static int set_hub_attr(struct config *cfg, const struct cfg_option *o, const char *v, char *err,
+                        size_t errlen)
+{
+    const char *eq = strchr(v, '=');
+    struct cfg_hub_attr *a;
+    long n;
+
+    if (cfg->nhub_attrs == sizeof(cfg->hub_attrs) / sizeof(cfg->hub_attrs[0])) {
+        snprintf(err, errlen, "%s: given too often", o->name);
+        return PROV_EINVAL;
+    }
+    a = &cfg->hub_attrs[cfg->nhub_attrs];
+    memset(a, 0, sizeof(*a));
+    if (eq == NULL || eq == v || (size_t)(eq - v) >= sizeof(a->hostname)) {
+        snprintf(err, errlen, "%s: '%s' is not %s", o->name, v, o->arg);
+        return PROV_EINVAL;
+    }
+    memcpy(a->hostname, v, (size_t)(eq - v));
+    if (o->kind == K_HUB_WEIGHT) {
+        if (parse_long(eq + 1, o->min, o->max, &n) != 0) {
+            snprintf(err, errlen, "%s: weight '%s' is not a number in %ld..%ld", o->name, eq + 1,
+                     o->min, o->max);
+            return PROV_EINVAL;
+        }
+        a->is_weight = true;
+        a->weight = (unsigned)n;
+    } else if (str_ieq(eq + 1, "true") || str_ieq(eq + 1, "false")) {
+        a->apply = str_ieq(eq + 1, "true");
+    } else {
+        snprintf(err, errlen, "%s: '%s' is not true or false", o->name, eq + 1);
+        return PROV_EINVAL;
+    }
+    cfg->nhub_attrs++;
+    return 0;
+}
+
+/* hub-weight and hub-apply-allocation-policy name hubs, which may be given in any order */
+static int resolve_hub_attrs(struct config *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->nhub_attrs; i++) {
+        const struct cfg_hub_attr *a = &cfg->hub_attrs[i];
+        struct cfg_hub *h = find_hub(cfg, a->hostname);
+
+        if (h == NULL) {
+            snprintf(err, errlen, "--%s: '%s' is not a linked hub (--hub)",
+                     a->is_weight ? "hub-weight" : "hub-apply-allocation-policy", a->hostname);
+            return PROV_EINVAL;
+        }
+        if (a->is_weight)
+            h->weight = a->weight;
+        else
+            h->apply_allocation_policy = a->apply;
+    }
     return 0;
 }
 
@@ -308,6 +422,18 @@ static void clear_list(struct config *cfg, enum cfg_kind kind)
         cfg->npolicies = 0;
         break;
     case K_HUB: cfg->nhubs = 0; break;
+    case K_HUB_WEIGHT:
+    case K_HUB_APPLY: {
+        size_t n = 0;
+
+        /* drop only the lines of this kind */
+        for (size_t i = 0; i < cfg->nhub_attrs; i++) {
+            if (cfg->hub_attrs[i].is_weight != (kind == K_HUB_WEIGHT))
+                cfg->hub_attrs[n++] = cfg->hub_attrs[i];
+        }
+        cfg->nhub_attrs = n;
+        break;
+    }
     default: break;
     }
 }
@@ -323,6 +449,8 @@ static int apply(struct config *cfg, const struct cfg_option *o, const char *v, 
     case K_SCOPE: return set_scope(cfg, v, err, errlen);
     case K_POLICY: return set_policy(cfg, v, err, errlen);
     case K_HUB: return set_hub(cfg, v, err, errlen);
+    case K_HUB_WEIGHT:
+    case K_HUB_APPLY: return set_hub_attr(cfg, o, v, err, errlen);
     case K_PATH: {
         char *dst = (char *)cfg + o->offset;
 
@@ -450,6 +578,8 @@ int config_load(struct config *cfg, int argc, char **argv, bool *exit_now, char 
     memset(cfg, 0, sizeof(*cfg));
     cfg->retry_after = 2;
     cfg->log_level = LOG_INFO;
+    cfg->assigners = 4;
+    cfg->custom_allocation_timeout = 5000;
     *exit_now = false;
 
     /* first pass: --help, --version, --config */
@@ -539,10 +669,12 @@ int config_load(struct config *cfg, int argc, char **argv, bool *exit_now, char 
         snprintf(err, errlen, "--id-scope: at least one ID scope is required");
         return PROV_EINVAL;
     }
-    return 0;
+    return resolve_hub_attrs(cfg, err, errlen);
 }
 
 void config_clear(struct config *cfg)
 {
     prov_cleanse(cfg->policies, sizeof(cfg->policies));
+    for (size_t i = 0; i < CFG_MAX_LIST; i++)
+        prov_cleanse(cfg->hubs[i].url, sizeof(cfg->hubs[i].url));
 }

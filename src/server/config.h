@@ -31,9 +31,24 @@ struct cfg_policy {
     unsigned rights;
 };
 
+struct hub_connector_ops;
+
 struct cfg_hub {
     char hostname[256];
-    unsigned weight; /* allocation weight, default 1 */
+    unsigned weight;              /* allocation weight 1..1000, default 1 */
+    bool apply_allocation_policy; /* false: only used when an enrollment names it */
+    char url[1024];               /* connector URL ("" = record); may hold a password */
+    /* set at start-up by hub_open_all (assign.c); NULL ops = record */
+    const struct hub_connector_ops *ops;
+    void *state;
+};
+
+/* hub-weight / hub-apply-allocation-policy lines, resolved once all hubs are known */
+struct cfg_hub_attr {
+    char hostname[256];
+    bool is_weight;
+    unsigned weight;
+    bool apply;
 };
 
 struct cfg_listen {
@@ -55,6 +70,11 @@ struct config {
     size_t npolicies;
     struct cfg_hub hubs[CFG_MAX_LIST];
     size_t nhubs;
+    struct cfg_hub_attr hub_attrs[2 * CFG_MAX_LIST];
+    size_t nhub_attrs;
+    int assigners;                 /* threads for hub operations and webhooks, default 4 */
+    int custom_allocation_timeout; /* milliseconds, default 5000 */
+    char webhook_ca[1024];         /* extra CA file for https webhooks, "" = system store */
     int workers;        /* 0 = one per core */
     int retry_after;    /* seconds, Retry-After on 202 */
     int log_level;
@@ -68,7 +88,7 @@ struct config {
 int config_load(struct config *cfg, int argc, char **argv, bool *exit_now, char *err,
                 size_t errlen);
 
-/* Wipes policy keys. */
+/* Wipes policy keys and hub connector URLs (they may hold passwords). */
 void config_clear(struct config *cfg);
 
 /* "EnrollmentRead,EnrollmentWrite" -> bits; PROV_EINVAL on an unknown name. */

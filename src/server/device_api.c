@@ -20,7 +20,12 @@
 static void send_reply(struct http_response *resp, const struct http_request *req,
                        struct reg_reply *reply)
 {
-    if (reply->status >= 400) {
+    if (reply->status >= 400 && reply->body != NULL) {
+        /* a TPM challenge: 401 with {"authenticationKey","keyName"}, no error body */
+        http_response_json(resp, reply->status, reply->body);
+        resp->error_code = reply->error_code;
+        snprintf(resp->log_note, sizeof(resp->log_note), "%s", reply->detail);
+    } else if (reply->status >= 400) {
         http_response_error(resp, req, reply->error_code, "%s", reply->message);
         /* the log gets the precise reason, which the device may not */
         snprintf(resp->log_note, sizeof(resp->log_note), "%s", reply->detail);
@@ -48,7 +53,7 @@ void device_api_handle(struct worker *w, struct http_request *req, struct http_r
 {
     char scope_in[PROV_MAX_SCOPE + 1], rid[PROV_MAX_REG_ID * 3 + 1], opid[128];
     const char *scope;
-    struct reg_ctx ctx = {.cfg = w->cfg, .store = w->store};
+    struct reg_ctx ctx = {.cfg = w->cfg, .store = w->store, .assigner = w->srv->assigner};
     struct reg_request rr = {0};
     struct reg_reply reply = {0};
     json_t *body = NULL;

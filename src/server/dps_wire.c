@@ -33,11 +33,35 @@ static int refuse(struct reg_reply *reply, int code, const char *message)
     return PROV_EPROTO;
 }
 
+/*
+ * The shape of a request's "tpm" member: {"endorsementKey": string,
+ * "storageRootKey": string, "endorsementKeyCertificate"?: string} (the keys
+ * base64 TPM2B_PUBLIC, the certificate base64 DER or PEM; their content is
+ * checked by attest_tpm.c). NULL when well-formed, else the message.
+ */
+static const char *tpm_shape(const json_t *tpm)
+{
+    const json_t *cert = json_object_get(tpm, "endorsementKeyCertificate");
+
+    if (!json_is_object(tpm))
+        return "tpm must be an object";
+    if (!json_is_string(json_object_get(tpm, "endorsementKey")) ||
+        json_string_length(json_object_get(tpm, "endorsementKey")) == 0)
+        return "tpm.endorsementKey must be a base64 TPM2B_PUBLIC";
+    if (!json_is_string(json_object_get(tpm, "storageRootKey")) ||
+        json_string_length(json_object_get(tpm, "storageRootKey")) == 0)
+        return "tpm.storageRootKey must be a base64 TPM2B_PUBLIC";
+    if (cert != NULL && !json_is_null(cert) && !json_is_string(cert))
+        return "tpm.endorsementKeyCertificate must be a base64 DER certificate";
+    return NULL;
+}
+
 int dps_parse_registration(const char *body, size_t len, const char *rid,
                            enum dps_transport transport, json_t **out, struct reg_reply *reply)
 {
     json_error_t e;
     const json_t *id;
+    const char *why;
     json_t *o;
     int r;
 
@@ -64,12 +88,14 @@ int dps_parse_registration(const char *body, size_t len, const char *rid,
                        : "registrationId in the body does not match the path");
         goto fail;
     }
-    if (json_object_get(o, "tpm") != NULL) {
+    if (json_object_get(o, "tpm") != NULL && transport == DPS_TRANSPORT_MQTT) {
         r = refuse(reply, DPS_UNSUPPORTED_ATTESTATION,
-                   transport == DPS_TRANSPORT_MQTT
-                       ? "TPM attestation is not supported over MQTT (DPS does not offer it "
-                         "either): register TPM devices over HTTPS"
-                       : "TPM attestation is not supported by this server yet");
+                   "TPM attestation is not supported over MQTT (DPS does not offer it "
+                   "either): register TPM devices over HTTPS");
+        goto fail;
+    }
+    if (json_object_get(o, "tpm") != NULL && (why = tpm_shape(json_object_get(o, "tpm")))) {
+        r = refuse(reply, DPS_INVALID_BODY, why);
         goto fail;
     }
     *out = o;

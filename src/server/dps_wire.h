@@ -32,8 +32,10 @@ enum dps_transport { DPS_TRANSPORT_HTTPS, DPS_TRANSPORT_MQTT };
 /*
  * Checks a DeviceRegistration request body of len bytes (0: no body): a JSON
  * object without duplicate keys whose registrationId, when present, equals rid
- * (case-insensitively), and without a tpm member (TPM is not supported over
- * HTTPS yet, and DPS itself does not offer it over MQTT). On success returns
+ * (case-insensitively), and whose tpm member, when present, has the shape
+ * {"endorsementKey": string, "storageRootKey": string,
+ * "endorsementKeyCertificate"?: string} (400004 otherwise) and comes over
+ * HTTPS (DPS does not offer TPM over MQTT: 400008). On success returns
  * 0 with *out the object (the caller's, json_decref) or NULL for no body. On a
  * refusal returns PROV_EPROTO with reply filled (status, error_code, message
  * for the device, detail for the log).

@@ -5,6 +5,7 @@
 
 #include "../common/log.h"
 #include "server.h"
+#include "tpm_secret.h"
 
 #define LOG_MODULE "main"
 
@@ -22,6 +23,11 @@ int main(int argc, char **argv)
     if (exit_now)
         return 0;
     log_set_level((enum log_level)srv.cfg.log_level);
+    /* made once in the data directory, shared by every worker and every start */
+    if (tpm_secret_init(srv.cfg.data_dir, err, sizeof(err)) != 0) {
+        fprintf(stderr, "provd: --data-dir: TPM secret: %s\n", err);
+        return 2;
+    }
     /* workers inherit this mask; the main thread takes the signals with sigwait */
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -37,5 +43,6 @@ int main(int argc, char **argv)
          srv.cfg.npolicies, srv.cfg.nhubs);
     server_wait(&srv);
     server_free(&srv);
+    tpm_secret_forget();
     return 0;
 }

@@ -563,6 +563,76 @@ out:
     return r;
 }
 
+/*
+ * attestation.tpm of a TPM enrollment group (a provd extension; DPS has no
+ * TPM groups): {"endorsementCertificateAuthorities": [...]}, 1 to
+ * MODEL_MAX_TPM_GROUP_CAS CA certificates (PEM or base64 DER; basic
+ * constraints CA:TRUE), the TPM manufacturers' roots or intermediates that
+ * issue EK certificates. Stored as PEM; other members are kept.
+ */
+static int prepare_tpm_group(const json_t *sub, json_t *att, char *err, size_t errlen)
+{
+    static const char *const known[] = {"endorsementCertificateAuthorities"};
+    static const char *const individual[] = {"endorsementKey", "storageRootKey"};
+    const json_t *cas = member(sub, known[0]);
+    const json_t *v;
+    json_t *t = NULL, *list = NULL;
+    size_t i;
+    int r = PROV_ENOMEM;
+
+    for (i = 0; i < NELEM(individual); i++) {
+        if (member(sub, individual[i]) != NULL)
+            return fail(err, errlen, "attestation.tpm.%s is for individual enrollments; a TPM "
+                        "enrollment group takes endorsementCertificateAuthorities",
+                        individual[i]);
+    }
+    if (cas == NULL)
+        return fail(err, errlen, "attestation.tpm.endorsementCertificateAuthorities is required "
+                    "for a TPM enrollment group");
+    if (!json_is_array(cas) || json_array_size(cas) == 0 ||
+        json_array_size(cas) > MODEL_MAX_TPM_GROUP_CAS)
+        return fail(err, errlen, "attestation.tpm.endorsementCertificateAuthorities must be an "
+                    "array of 1 to %d CA certificates (PEM or base64 DER)",
+                    MODEL_MAX_TPM_GROUP_CAS);
+    if ((list = json_array()) == NULL)
+        return PROV_ENOMEM;
+    json_array_foreach(cas, i, v) {
+        const char *why = NULL;
+        X509 *x = json_is_string(v) ? x509_parse_one(json_string_value(v), &why) : NULL;
+        char *pem;
+
+        if (x == NULL) {
+            r = fail(err, errlen, "attestation.tpm.endorsementCertificateAuthorities[%zu]: %s", i,
+                     why != NULL ? why : "must be a certificate (PEM or base64 DER)");
+            goto out;
+        }
+        if (!x509_is_ca(x)) {
+            X509_free(x);
+            r = fail(err, errlen, "attestation.tpm.endorsementCertificateAuthorities[%zu] is not "
+                     "a CA certificate (it needs basic constraints CA:TRUE)", i);
+            goto out;
+        }
+        pem = x509_to_pem(x);
+        X509_free(x);
+        if (pem == NULL || json_array_append_new(list, json_string(pem)) != 0) {
+            free(pem);
+            r = PROV_ENOMEM;
+            goto out;
+        }
+        free(pem);
+    }
+    if ((t = json_object()) == NULL || json_object_set(t, known[0], list) != 0)
+        goto out;
+    if ((r = copy_other_members(t, sub, known, NELEM(known))) != 0)
+        goto out;
+    r = json_object_set_new(att, "tpm", t) == 0 ? 0 : PROV_ENOMEM;
+    t = NULL;
+out:
+    json_decref(t);
+    json_decref(list);
+    return r;
+}
+
 static int prepare_attestation(enum store_kind kind, const json_t *body, const json_t *existing,
                                json_t *doc, const char **type_out, char *err, size_t errlen)
 {
@@ -586,8 +656,6 @@ static int prepare_attestation(enum store_kind kind, const json_t *body, const j
     type = model_attestation_type(json_string_value(t));
     if (type == NULL)
         return fail(err, errlen, "attestation.type must be none, tpm, x509 or symmetricKey");
-    if (kind == STORE_GROUP && strcmp(type, "tpm") == 0)
-        return fail(err, errlen, "TPM enrollment groups are not supported yet");
     for (size_t i = 0; i < NELEM(subs); i++) {
         const json_t *s = member(a, subs[i]);
 
@@ -604,7 +672,10 @@ static int prepare_attestation(enum store_kind kind, const json_t *body, const j
         return PROV_ENOMEM;
     if (json_object_set_new(att, "type", json_string(type)) != 0)
         goto out;
-    if (strcmp(type, "tpm") == 0) {
+    if (strcmp(type, "tpm") == 0 && kind == STORE_GROUP) {
+        if ((r = prepare_tpm_group(sub, att, err, errlen)) != 0)
+            goto out;
+    } else if (strcmp(type, "tpm") == 0) {
         const json_t *ek = member(sub, "endorsementKey");
         const json_t *srk = member(sub, "storageRootKey");
 

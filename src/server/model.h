@@ -29,6 +29,13 @@
  * Certificate bodies are never returned (GET, query, PUT, attestationmechanism):
  * only "info".
  *
+ * TPM attestation (attestation.tpm): individual enrollments hold the device's
+ * endorsementKey (and optional storageRootKey), base64 TPM2B_PUBLIC, as sent.
+ * Groups (a provd extension) hold endorsementCertificateAuthorities: an array
+ * of 1 to MODEL_MAX_TPM_GROUP_CAS CA certificates, stored as PEM, that issue
+ * the EK certificates of the group's devices (returned as stored: they are
+ * public manufacturer CAs).
+ *
  * CA certificates (store kind STORE_CA, id = the certificate name, attestation
  * column "x509"; etag, created, updated are store columns):
  *   name                        as the client spelled it
@@ -181,6 +188,8 @@ void model_json_free(json_t *doc);
 /* Limits (DPS's): X.509 enrollment groups and CA certificates per ID scope. */
 #define MODEL_MAX_X509_GROUPS 100
 #define MODEL_MAX_CAS 25
+/* endorsementCertificateAuthorities of one TPM enrollment group (provd's limit) */
+#define MODEL_MAX_TPM_GROUP_CAS 10
 
 /*
  * Whether two stored X.509 entities hold the same certificate in their

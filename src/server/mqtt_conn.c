@@ -415,7 +415,8 @@ static void send_response(struct mqtt_conn *mc, const struct mqtt_dps_topic *t,
 static int on_publish(struct mqtt_conn *mc, const struct mqtt_publish *p)
 {
     struct mqtt_dps_topic t;
-    struct reg_ctx ctx = {.cfg = mc->c.w->cfg, .store = mc->c.w->store};
+    struct reg_ctx ctx = {
+        .cfg = mc->c.w->cfg, .store = mc->c.w->store, .assigner = mc->c.w->srv->assigner};
     struct reg_request rr = {0};
     struct reg_reply reply = {0};
     json_t *body = NULL;

@@ -6,13 +6,16 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include "../common/errors.h"
 #include "../common/limits.h"
 #include "../common/log.h"
 #include "../common/sas.h"
 #include "../common/util.h"
 #include "../store/store.h"
-#include "alloc.h"
+#include "assign.h"
 #include "attest.h"
 
 #define LOG_MODULE "registration"
@@ -27,8 +30,12 @@ void attest_match_release(struct attest_match *m)
 {
     json_decref(m->enrollment);
     json_decref(m->x509);
+    json_decref(m->tpm);
     m->enrollment = NULL;
     m->x509 = NULL;
+    m->tpm = NULL;
+    prov_cleanse(m->hub_key, sizeof(m->hub_key));
+    m->hub_key_len = 0;
 }
 
 void attest_fail(struct reg_reply *reply, int code, const char *message, const char *detail_fmt,
@@ -56,17 +63,39 @@ static bool enrollment_enabled(const json_t *enr)
     return s == NULL || str_ieq(s, "enabled");
 }
 
-/* true when the token was signed with the primary or the secondary key of attestation. */
-static bool check_symkey(const struct sas_token *tok, const json_t *enr)
+/* Decodes a base64 key into m->hub_key; false when it is not a usable key. */
+static bool keep_b64_key(struct attest_match *m, const char *b64)
+{
+    size_t len = b64 ? strlen(b64) : 0;
+    int n;
+
+    if (len == 0 || b64_decoded_max(len) > sizeof(m->hub_key))
+        return false;
+    n = b64_decode(b64, len, m->hub_key);
+    m->hub_key_len = n > 0 ? (size_t)n : 0;
+    return n > 0;
+}
+
+/*
+ * true when the token was signed with the primary or the secondary key of
+ * attestation; that key is kept in m->hub_key.
+ */
+static bool check_symkey(const struct sas_token *tok, const json_t *enr, struct attest_match *m)
 {
     const json_t *sk = json_object_get(json_object_get(enr, "attestation"), "symmetricKey");
+    const char *keys[2] = {json_str(sk, "primaryKey"), json_str(sk, "secondaryKey")};
 
-    return sas_check_b64_key(tok, json_str(sk, "primaryKey")) ||
-           sas_check_b64_key(tok, json_str(sk, "secondaryKey"));
+    for (int i = 0; i < 2; i++) {
+        if (sas_check_b64_key(tok, keys[i])) {
+            (void)keep_b64_key(m, keys[i]);
+            return true;
+        }
+    }
+    return false;
 }
 
 static bool check_group_key(const struct sas_token *tok, const char *group_key_b64,
-                            const char *registration_id)
+                            const char *registration_id, struct attest_match *m)
 {
     uint8_t key[2 * PROV_MAX_KEY_BYTES];
     uint8_t derived[32];
@@ -82,20 +111,25 @@ static bool check_group_key(const struct sas_token *tok, const char *group_key_b
     n = b64_decode(group_key_b64, len, key);
     if (n > 0 && derive_device_key_raw(key, (size_t)n, registration_id, derived) == 0)
         ok = sas_check_key(tok, derived, sizeof(derived));
+    if (ok && m != NULL) {
+        memcpy(m->hub_key, derived, sizeof(derived));
+        m->hub_key_len = sizeof(derived);
+    }
     prov_cleanse(key, sizeof(key));
     prov_cleanse(derived, sizeof(derived));
     return ok;
 }
 
-static bool check_group(const struct sas_token *tok, const json_t *grp, const char *rid)
+static bool check_group(const struct sas_token *tok, const json_t *grp, const char *rid,
+                        struct attest_match *m)
 {
     const json_t *att = json_object_get(grp, "attestation");
     const json_t *sk = json_object_get(att, "symmetricKey");
 
     if (!str_ieq(json_str(att, "type") ? json_str(att, "type") : "", "symmetricKey"))
         return false;
-    return check_group_key(tok, json_str(sk, "primaryKey"), rid) ||
-           check_group_key(tok, json_str(sk, "secondaryKey"), rid);
+    return check_group_key(tok, json_str(sk, "primaryKey"), rid, m) ||
+           check_group_key(tok, json_str(sk, "secondaryKey"), rid, m);
 }
 
 json_t *attest_load_doc(const struct store_doc *doc)
@@ -113,6 +147,7 @@ json_t *attest_load_doc(const struct store_doc *doc)
 
 struct group_scan {
     const struct sas_token *tok;
+    struct attest_match *m;
     const char *rid;
     json_t *found;
     char last_id[PROV_MAX_REG_ID + 1];
@@ -126,7 +161,7 @@ static int scan_group(void *arg, const struct store_doc *doc)
 
     gs->seen++;
     snprintf(gs->last_id, sizeof(gs->last_id), "%s", doc->id);
-    if (g != NULL && check_group(gs->tok, g, gs->rid)) {
+    if (g != NULL && check_group(gs->tok, g, gs->rid, gs->m)) {
         gs->found = g;
         return 1;
     }
@@ -146,7 +181,7 @@ static int find_group(struct reg_ctx *ctx, const struct reg_request *req,
 {
     struct store *st = ctx->store;
     struct store_doc reg = {0}, grp = {0};
-    struct group_scan gs = {.tok = tok, .rid = req->registration_id};
+    struct group_scan gs = {.tok = tok, .m = m, .rid = req->registration_id};
     bool more = false;
     int r;
 
@@ -155,7 +190,7 @@ static int find_group(struct reg_ctx *ctx, const struct reg_request *req,
         st->ops->enrollment_get(st, req->scope, STORE_GROUP, reg.group_id, &grp) == 0) {
         json_t *g = attest_load_doc(&grp);
 
-        if (g != NULL && check_group(tok, g, req->registration_id)) {
+        if (g != NULL && check_group(tok, g, req->registration_id, m)) {
             m->enrollment = g;
             m->is_group = true;
             snprintf(m->group_id, sizeof(m->group_id), "%s", grp.id);
@@ -186,6 +221,48 @@ static int find_group(struct reg_ctx *ctx, const struct reg_request *req,
     return 0;
 }
 
+/* Checks shared by every SAS-token attestation (attest.h). */
+int attest_sas_precheck(const struct reg_request *req, struct sas_token *tok,
+                        struct reg_reply *reply)
+{
+    char expected[PROV_MAX_SCOPE + PROV_MAX_REG_ID + 32];
+    long long now = (long long)time(NULL);
+    const char *why = NULL;
+
+    memset(tok, 0, sizeof(*tok));
+    if (req->authorization == NULL) {
+        attest_fail(reply, DPS_UNAUTHORIZED,
+                    "missing Authorization: a SharedAccessSignature token is required",
+                    "no authorization header");
+        return -1;
+    }
+    if (sas_parse(req->authorization, tok, &why) != 0) {
+        attest_fail(reply, DPS_UNAUTHORIZED, "malformed SharedAccessSignature token",
+                    "malformed token: %s", why);
+        goto refused;
+    }
+    snprintf(expected, sizeof(expected), "%s/registrations/%s", req->scope, req->registration_id);
+    if (!str_ieq(tok->sr, expected)) {
+        attest_fail(reply, DPS_UNAUTHORIZED, "token audience (sr) does not match this registration",
+                    "token sr '%.100s' is not '%.100s'", tok->sr, expected);
+        goto refused;
+    }
+    if (tok->se + PROV_SAS_SKEW_SECONDS <= now) {
+        attest_fail(reply, DPS_UNAUTHORIZED, "token expired", "token expired at %lld (now %lld)",
+                    tok->se, now);
+        goto refused;
+    }
+    if (tok->has_skn && strcmp(tok->skn, "registration") != 0) {
+        attest_fail(reply, DPS_UNAUTHORIZED, "token key name (skn) must be 'registration'",
+                    "token skn is not 'registration'");
+        goto refused;
+    }
+    return 0;
+refused:
+    prov_cleanse(tok, sizeof(*tok));
+    return -1;
+}
+
 /*
  * Symmetric-key attestation. On success fills *m (caller releases
  * m->enrollment) and returns 0; otherwise fills reply and returns non-zero.
@@ -198,39 +275,11 @@ static int attest_symkey(struct reg_ctx *ctx, const struct reg_request *req, str
     struct store *st = ctx->store;
     struct sas_token tok;
     struct store_doc doc = {0};
-    const char *why = NULL;
-    char expected[PROV_MAX_SCOPE + PROV_MAX_REG_ID + 32];
-    long long now = (long long)time(NULL);
     int r;
 
     memset(m, 0, sizeof(*m));
-    if (req->authorization == NULL) {
-        attest_fail(reply, DPS_UNAUTHORIZED,
-                    "missing Authorization: a SharedAccessSignature token is required",
-                    "no authorization header");
+    if (attest_sas_precheck(req, &tok, reply) != 0)
         return -1;
-    }
-    if (sas_parse(req->authorization, &tok, &why) != 0) {
-        attest_fail(reply, DPS_UNAUTHORIZED, "malformed SharedAccessSignature token",
-                    "malformed token: %s", why);
-        return -1;
-    }
-    snprintf(expected, sizeof(expected), "%s/registrations/%s", req->scope, req->registration_id);
-    if (!str_ieq(tok.sr, expected)) {
-        attest_fail(reply, DPS_UNAUTHORIZED, "token audience (sr) does not match this registration",
-                    "token sr '%.100s' is not '%.100s'", tok.sr, expected);
-        goto refused;
-    }
-    if (tok.se + PROV_SAS_SKEW_SECONDS <= now) {
-        attest_fail(reply, DPS_UNAUTHORIZED, "token expired", "token expired at %lld (now %lld)",
-                    tok.se, now);
-        goto refused;
-    }
-    if (tok.has_skn && strcmp(tok.skn, "registration") != 0) {
-        attest_fail(reply, DPS_UNAUTHORIZED, "token key name (skn) must be 'registration'",
-                    "token skn is not 'registration'");
-        goto refused;
-    }
 
     r = st->ops->enrollment_get(st, req->scope, STORE_ENROLLMENT, req->registration_id, &doc);
     if (r == 0) {
@@ -251,7 +300,7 @@ static int attest_symkey(struct reg_ctx *ctx, const struct reg_request *req, str
             json_decref(e);
             goto refused;
         }
-        if (!check_symkey(&tok, e)) {
+        if (!check_symkey(&tok, e, m)) {
             attest_fail(reply, DPS_UNAUTHORIZED, "registration not authorized",
                         "signature does not match the individual enrollment's keys");
             json_decref(e);
@@ -290,94 +339,34 @@ refused:
 }
 
 /*
- * A SAS token means symmetric-key attestation; no token and a TLS client
- * certificate means X.509. (TPM comes with its own request member.)
+ * A "tpm" member in the body means TPM; otherwise a SAS token means
+ * symmetric-key attestation, and no token with a TLS client certificate
+ * X.509. A SAS token that no symmetric key verifies may be a TPM device's
+ * poll or status lookup (signed with its challenge key, no tpm member):
+ * attest_tpm decides then, or leaves the symmetric-key refusal standing when
+ * the registration id is not a TPM device's.
  */
 static int attest(struct reg_ctx *ctx, const struct reg_request *req, struct attest_match *m,
                   struct reg_reply *reply)
 {
+    struct reg_reply tpm_reply = {0};
+    int r;
+
     memset(m, 0, sizeof(*m));
+    if (req->body != NULL && json_object_get(req->body, "tpm") != NULL)
+        return attest_tpm(ctx, req, m, reply);
     if (req->authorization == NULL && req->peer_leaf != NULL)
         return attest_x509(ctx, req, m, reply);
-    return attest_symkey(ctx, req, m, reply);
-}
-
-static const struct cfg_hub *find_hub(const struct config *cfg, const char *host)
-{
-    for (size_t i = 0; i < cfg->nhubs; i++) {
-        if (host != NULL && str_ieq(cfg->hubs[i].hostname, host))
-            return &cfg->hubs[i];
-    }
-    return NULL;
-}
-
-/*
- * Candidate hubs: the enrollment's iotHubs when non-empty, else its legacy
- * iotHubHostName, else every linked hub. Hubs no longer configured are
- * skipped.
- */
-static size_t candidate_hubs(const struct config *cfg, const json_t *enr,
-                             const struct cfg_hub **out)
-{
-    const json_t *list = json_object_get(enr, "iotHubs");
-    size_t n = 0;
-
-    if (json_is_array(list) && json_array_size(list) > 0) {
-        size_t i;
-        const json_t *v;
-
-        json_array_foreach(list, i, v)
-        {
-            const struct cfg_hub *h = find_hub(cfg, json_string_value(v));
-
-            if (h != NULL && n < CFG_MAX_LIST)
-                out[n++] = h;
-        }
-        return n;
-    }
-    if (json_str(enr, "iotHubHostName") != NULL) {
-        const struct cfg_hub *h = find_hub(cfg, json_str(enr, "iotHubHostName"));
-
-        if (h != NULL)
-            out[n++] = h;
-        return n;
-    }
-    for (size_t i = 0; i < cfg->nhubs && n < CFG_MAX_LIST; i++)
-        out[n++] = &cfg->hubs[i];
-    return n;
-}
-
-/* Chooses the hub; NULL with reply filled when the device cannot be placed. */
-static const struct cfg_hub *allocate(struct reg_ctx *ctx, const struct reg_request *req,
-                                      const json_t *enr, struct reg_reply *reply)
-{
-    const struct cfg_hub *cands[CFG_MAX_LIST];
-    size_t n = candidate_hubs(ctx->cfg, enr, cands);
-    const char *policy = json_str(enr, "allocationPolicy");
-    int i;
-
-    if (n == 0) {
-        attest_fail(reply, DPS_HUB_NOT_SPECIFIED, "no linked hub is available for this enrollment",
-                    "no candidate hub");
-        return NULL;
-    }
-    if (policy != NULL && str_ieq(policy, "custom")) {
-        attest_fail(reply, DPS_ALLOCATION_UNSUPPORTED, "custom allocation is not supported yet",
-                    "custom allocation policy");
-        return NULL;
-    }
-    if (policy != NULL && str_ieq(policy, "static"))
-        return cands[0];
-    /* hashed, and geoLatency (no latency data here: it falls back to hashed) */
-    i = alloc_hashed(req->registration_id, cands, n);
-    return cands[i];
-}
-
-static bool reprovision_flag(const json_t *enr, const char *name)
-{
-    const json_t *v = json_object_get(json_object_get(enr, "reprovisionPolicy"), name);
-
-    return v == NULL ? true : json_is_true(v);
+    if (attest_symkey(ctx, req, m, reply) == 0)
+        return 0;
+    if (reply->error_code != DPS_UNAUTHORIZED || req->authorization == NULL)
+        return -1;
+    r = attest_tpm(ctx, req, m, &tpm_reply);
+    if (r > 0)
+        return -1;
+    reg_reply_release(reply);
+    *reply = tpm_reply;
+    return r;
 }
 
 static int make_operation_id(char *out, size_t outlen)
@@ -393,128 +382,71 @@ static int make_operation_id(char *out, size_t outlen)
     return 0;
 }
 
-static json_t *quoted_etag(const char *etag)
+static const char *attestation_name(const struct reg_request *req, const struct attest_match *m)
 {
-    char q[64];
-
-    snprintf(q, sizeof(q), "\"%s\"", etag);
-    return json_string(q);
+    if (m->tpm != NULL)
+        return "tpm";
+    if (m->x509 != NULL || (req->authorization == NULL && req->peer_leaf != NULL))
+        return "x509";
+    return "symmetricKey";
 }
 
-void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
-                           struct reg_reply *reply)
+/* SHA-256 thumbprint (hex) of the device's certificate, for the hub connectors. */
+static void leaf_thumbprint(X509 *leaf, char out[65])
 {
-    struct store *st = ctx->store;
-    struct attest_match m;
-    struct store_doc prev = {0}, regdoc = {0}, opdoc = {0};
-    json_t *prev_state = NULL, *state = NULL, *op = NULL;
-    const struct cfg_hub *hub = NULL;
-    const char *substatus = "initialAssignment";
+    unsigned char md[32];
+    unsigned int len = 0;
+
+    out[0] = '\0';
+    if (leaf != NULL && X509_digest(leaf, EVP_sha256(), md, &len) == 1 && len == sizeof(md))
+        hex_encode(md, sizeof(md), out, true);
+}
+
+/*
+ * The assignment job for an authenticated device; takes m's documents and key
+ * and prev (the previous record, or NULL). NULL when out of memory.
+ */
+static struct assign_job *job_from(const struct reg_request *req, struct attest_match *m,
+                                   json_t *prev, const char *opid, const char *now)
+{
+    struct assign_job *job = calloc(1, sizeof(*job));
     const json_t *payload = req->body ? json_object_get(req->body, "payload") : NULL;
-    char now[40], etag[37], opid[80];
-    char *state_text = NULL, *op_text = NULL;
-    const char *device_id;
-    int r;
+    const char *device_id = req->registration_id;
+    const char *created = prev && json_str(prev, "createdDateTimeUtc")
+                              ? json_str(prev, "createdDateTimeUtc")
+                              : now;
 
-    memset(reply, 0, sizeof(*reply));
-    if (attest(ctx, req, &m, reply) != 0)
-        return;
-
-    r = st->ops->registration_get(st, req->scope, req->registration_id, &prev);
-    if (r == 0)
-        prev_state = attest_load_doc(&prev);
-    else if (r != PROV_ENOTFOUND) {
-        attest_fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
-        goto out;
+    if (job == NULL) {
+        json_decref(prev);
+        return NULL;
     }
+    if (!m->is_group && json_str(m->enrollment, "deviceId") != NULL)
+        device_id = json_str(m->enrollment, "deviceId");
+    job->kind = ASSIGN_PLACE;
+    snprintf(job->scope, sizeof(job->scope), "%s", req->scope);
+    snprintf(job->registration_id, sizeof(job->registration_id), "%s", req->registration_id);
+    snprintf(job->device_id, sizeof(job->device_id), "%s", device_id);
+    snprintf(job->operation_id, sizeof(job->operation_id), "%s", opid);
+    snprintf(job->created, sizeof(job->created), "%s", created);
+    snprintf(job->attestation, sizeof(job->attestation), "%s", attestation_name(req, m));
+    job->is_group = m->is_group;
+    snprintf(job->group_id, sizeof(job->group_id), "%s", m->group_id);
+    job->enrollment = m->enrollment;
+    job->x509 = m->x509;
+    job->tpm = m->tpm;
+    m->enrollment = m->x509 = m->tpm = NULL;
+    memcpy(job->key, m->hub_key, m->hub_key_len);
+    job->key_len = m->hub_key_len;
+    if (strcmp(job->attestation, "x509") == 0)
+        leaf_thumbprint(req->peer_leaf, job->x509_thumbprint);
+    job->payload = json_is_object(payload) ? json_incref((json_t *)payload) : NULL;
+    job->prev = prev;
+    return job;
+}
 
-    time_now_rfc3339(now, sizeof(now));
-    if (uuid_v4(etag) != 0 || make_operation_id(opid, sizeof(opid)) != 0) {
-        attest_fail(reply, DPS_INTERNAL, "internal error", "no randomness");
-        goto out;
-    }
-    if (m.is_group)
-        device_id = req->registration_id;
-    else
-        device_id = json_str(m.enrollment, "deviceId") ? json_str(m.enrollment, "deviceId")
-                                                       : req->registration_id;
-
-    /* reprovisioning: a device already assigned keeps its hub unless the policy says otherwise */
-    {
-        const char *old_hub = NULL;
-
-        if (prev_state != NULL &&
-            str_ieq(json_str(prev_state, "status") ? json_str(prev_state, "status") : "",
-                    "assigned"))
-            old_hub = json_str(prev_state, "assignedHub");
-        if (old_hub != NULL && !reprovision_flag(m.enrollment, "updateHubAssignment"))
-            hub = find_hub(ctx->cfg, old_hub);
-        if (hub == NULL) {
-            struct reg_reply why = {0};
-
-            hub = allocate(ctx, req, m.enrollment, &why);
-            if (hub == NULL) {
-                /* the device is authenticated: record the failure, answer through the operation */
-                state = json_pack("{s:s, s:s, s:i, s:s, s:s, s:o}", "registrationId",
-                                  req->registration_id, "status", "failed", "errorCode",
-                                  why.error_code, "errorMessage", why.message,
-                                  "lastUpdatedDateTimeUtc", now, "etag", quoted_etag(etag));
-                plog(LOG_WARN, "%s/%s: registration failed: %s", req->scope, req->registration_id,
-                     why.detail);
-            }
-        }
-        if (hub != NULL && old_hub != NULL && !str_ieq(old_hub, hub->hostname))
-            substatus = reprovision_flag(m.enrollment, "migrateDeviceData") ? "deviceDataMigrated"
-                                                                            : "deviceDataReset";
-    }
-    if (state == NULL) {
-        const char *created = prev_state && json_str(prev_state, "createdDateTimeUtc")
-                                  ? json_str(prev_state, "createdDateTimeUtc")
-                                  : now;
-
-        state = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "registrationId",
-                          req->registration_id, "createdDateTimeUtc", created, "assignedHub",
-                          hub->hostname, "deviceId", device_id, "status", "assigned", "substatus",
-                          substatus, "lastUpdatedDateTimeUtc", now, "etag", quoted_etag(etag));
-        /* the device's payload comes back to it (a custom-allocation webhook may replace it) */
-        if (state != NULL && json_is_object(payload))
-            json_object_set(state, "payload", (json_t *)payload);
-        if (state != NULL && m.x509 != NULL)
-            json_object_set(state, "x509", m.x509);
-        else if (state != NULL && m.is_group)
-            json_object_set_new(state, "symmetricKey",
-                                json_pack("{s:s}", "enrollmentGroupId", m.group_id));
-    }
-    op = json_pack("{s:s, s:s, s:O}", "operationId", opid, "status",
-                   json_str(state, "status") ? json_str(state, "status") : "failed",
-                   "registrationState", state);
-    state_text = state ? json_dumps(state, JSON_COMPACT) : NULL;
-    op_text = op ? json_dumps(op, JSON_COMPACT) : NULL;
-    if (state_text == NULL || op_text == NULL) {
-        attest_fail(reply, DPS_INTERNAL, "internal error", "out of memory");
-        goto out;
-    }
-    regdoc.id = (char *)req->registration_id;
-    regdoc.etag = etag;
-    regdoc.json = state_text;
-    regdoc.created =
-        (char *)(json_str(state, "createdDateTimeUtc") ? json_str(state, "createdDateTimeUtc")
-                                                       : now);
-    regdoc.updated = now;
-    regdoc.group_id = m.is_group ? m.group_id : NULL;
-    opdoc.id = opid;
-    opdoc.json = op_text;
-    opdoc.created = now;
-    r = st->ops->registration_commit(st, req->scope, &regdoc, &opdoc,
-                                     (long long)time(NULL) + PROV_OPERATION_TTL_SECONDS);
-    if (r != 0) {
-        attest_fail(reply, DPS_INTERNAL, "internal error", "store commit: %s", prov_strerror(r));
-        goto out;
-    }
-    if (hub != NULL)
-        plog(LOG_INFO, "%s/%s: assigned to %s as %s (%s%s%s)", req->scope, req->registration_id,
-             hub->hostname, device_id, substatus, m.is_group ? ", group " : "",
-             m.is_group ? m.group_id : "");
+static void accepted(struct reg_ctx *ctx, const struct reg_request *req, const char *opid,
+                     struct reg_reply *reply)
+{
     reply->status = 202;
     reply->retry_after = ctx->cfg->retry_after;
     reply->body = json_pack("{s:s, s:s, s:{s:s, s:s}}", "operationId", opid, "status", "assigning",
@@ -522,14 +454,91 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
                             "assigning");
     if (reply->body == NULL)
         attest_fail(reply, DPS_INTERNAL, "internal error", "out of memory");
-out:
-    free(state_text);
-    free(op_text);
-    json_decref(state);
-    json_decref(op);
-    json_decref(prev_state);
-    attest_match_release(&m);
+}
+
+void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
+                           struct reg_reply *reply)
+{
+    struct store *st = ctx->store;
+    struct attest_match m;
+    struct store_doc prev = {0};
+    struct assign_job *job = NULL;
+    json_t *prev_state = NULL, *state = NULL;
+    char now[40], etag[37], opid[80];
+    bool async;
+    int r;
+
+    memset(reply, 0, sizeof(*reply));
+    if (attest(ctx, req, &m, reply) != 0)
+        return;
+    /*
+     * A TPM device's token also verifies on a poll, which has no tpm member;
+     * a register request must carry it, or the device would never get its
+     * hub key (registrationState.tpm).
+     */
+    if (m.tpm == NULL && str_ieq(json_str(json_object_get(m.enrollment, "attestation"), "type")
+                                     ? json_str(json_object_get(m.enrollment, "attestation"), "type")
+                                     : "",
+                                 "tpm")) {
+        attest_fail(reply, DPS_UNAUTHORIZED, "registration not authorized",
+                    "a TPM device's register request lacks its tpm member");
+        goto out;
+    }
+
+    r = st->ops->registration_get(st, req->scope, req->registration_id, &prev);
+    if (r == 0)
+        prev_state = attest_load_doc(&prev);
     store_doc_release(&prev);
+    if (r != 0 && r != PROV_ENOTFOUND) {
+        attest_fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
+        goto out;
+    }
+    time_now_rfc3339(now, sizeof(now));
+    if (uuid_v4(etag) != 0 || make_operation_id(opid, sizeof(opid)) != 0) {
+        json_decref(prev_state);
+        attest_fail(reply, DPS_INTERNAL, "internal error", "no randomness");
+        goto out;
+    }
+    job = job_from(req, &m, prev_state, opid, now);
+    if (job == NULL) {
+        attest_fail(reply, DPS_INTERNAL, "internal error", "out of memory");
+        goto out;
+    }
+    /* connectors and webhooks block: they run on an assigner thread, never on this loop */
+    async = assign_needs_thread(ctx->cfg, job);
+    if (async && (ctx->assigner == NULL || !assigner_has_room(ctx->assigner))) {
+        attest_fail(reply, DPS_THROTTLED, "too many registrations in progress, retry later",
+                    ctx->assigner ? "assigner queue full" : "no assigner threads");
+        reply->retry_after = ctx->cfg->retry_after;
+        goto out;
+    }
+    state = async ? assign_pending_state(job, etag, now) : assign_compute(ctx->cfg, job, etag, now);
+    if (state == NULL) {
+        attest_fail(reply, DPS_INTERNAL, "internal error", "out of memory");
+        goto out;
+    }
+    /* durable before the device can learn anything from its operation */
+    r = assign_commit(st, job, state, etag, now);
+    if (r != 0) {
+        attest_fail(reply, DPS_INTERNAL, "internal error", "store commit: %s", prov_strerror(r));
+        goto out;
+    }
+    if (async) {
+        r = assigner_submit(ctx->assigner, job);
+        job = NULL;
+        if (r != 0) {
+            /* the operation stays "assigning" until it expires; the device registers again */
+            attest_fail(reply, DPS_THROTTLED, "too many registrations in progress, retry later",
+                        "assigner queue full");
+            reply->retry_after = ctx->cfg->retry_after;
+            goto out;
+        }
+    }
+    accepted(ctx, req, opid, reply);
+out:
+    json_decref(state);
+    assign_job_free(job);
+    attest_match_release(&m);
 }
 
 void registration_poll(struct reg_ctx *ctx, const struct reg_request *req, const char *operation_id,

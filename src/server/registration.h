@@ -31,7 +31,7 @@ enum dps_device_error {
     DPS_INVALID_BODY = 400004,
     DPS_INVALID_REGISTRATION_ID = 400005,
     DPS_UNSUPPORTED_ATTESTATION = 400008,
-    DPS_ALLOCATION_UNSUPPORTED = 400009,
+    DPS_CUSTOM_ALLOCATION_FAILED = 400009, /* webhook refused, failed, timed out, chose badly */
     DPS_HUB_NOT_SPECIFIED = 400208,  /* the C SDK knows this one */
     DPS_UNAUTHORIZED = 401002,
     DPS_CERTIFICATE_REFUSED = 401004, /* X.509: the message names the element and why */
@@ -40,12 +40,17 @@ enum dps_device_error {
     DPS_REGISTRATION_NOT_FOUND = 404204,
     DPS_UNKNOWN_SCOPE = 404205,
     DPS_METHOD_NOT_ALLOWED = 405001,
+    DPS_THROTTLED = 429001,          /* assigner queue full: retry later */
     DPS_INTERNAL = 500001,
+    DPS_HUB_OPERATION_FAILED = 500210, /* a hub connector failed (in a failed operation) */
 };
+
+struct assigner;
 
 struct reg_ctx {
     const struct config *cfg;
     struct store *store;
+    struct assigner *assigner; /* for hub connectors and webhooks; NULL: record hubs only */
 };
 
 struct reg_request {

@@ -26,7 +26,9 @@
 #include "../common/log.h"
 #include "../store/store.h"
 #include "http.h"
+#include "assign.h"
 #include "mqtt_conn.h"
+#include "webhook.h"
 
 #define LOG_MODULE "server"
 
@@ -457,6 +459,21 @@ int server_start(struct server *srv, char *err, size_t errlen)
         return PROV_EINVAL;
     }
     snprintf(srv->store_path, sizeof(srv->store_path), "%s/provd.db", cfg->data_dir);
+    if (webhook_global_init() != 0) {
+        snprintf(err, errlen, "libcurl: cannot initialise");
+        return PROV_EINTERNAL;
+    }
+    srv->webhook_init = true;
+    if (cfg->webhook_ca[0] != '\0') {
+        char why[256] = "";
+
+        if (webhook_set_ca_file(cfg->webhook_ca, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "--webhook-ca %s: %s", cfg->webhook_ca, why);
+            return PROV_EINVAL;
+        }
+    }
+    if (hub_open_all(&srv->cfg, err, errlen) != 0)
+        return PROV_EINVAL;
     for (size_t k = 0; k < cfg->nlisten; k++) {
         if (probe_address("--listen", &cfg->listen[k], err, errlen) != 0)
             return PROV_EIO;
@@ -542,6 +559,8 @@ int server_start(struct server *srv, char *err, size_t errlen)
         }
         srv->maint_started = true;
     }
+    if (assigner_start(cfg, srv->store_path, &srv->assigner, err, errlen) != 0)
+        return PROV_EINTERNAL;
     for (int i = 0; i < n; i++) {
         if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
             snprintf(err, errlen, "cannot start worker threads");
@@ -572,6 +591,8 @@ void server_wait(struct server *srv)
         event_active(srv->workers[i].stop_ev, EV_READ, 0);
     for (int i = 0; i < srv->nworkers; i++)
         pthread_join(srv->workers[i].thread, NULL);
+    assigner_stop(srv->assigner);
+    srv->assigner = NULL;
     pthread_mutex_lock(&srv->maint_lock);
     srv->stopping = true;
     pthread_cond_signal(&srv->maint_cond);
@@ -606,6 +627,11 @@ void server_free(struct server *srv)
         pthread_join(srv->maint, NULL);
     }
     store_close(srv->maint_store);
+    assigner_stop(srv->assigner);
+    srv->assigner = NULL;
+    hub_close_all(&srv->cfg);
+    if (srv->webhook_init)
+        webhook_global_cleanup();
     SSL_CTX_free(srv->ssl_ctx);
     config_clear(&srv->cfg);
 }

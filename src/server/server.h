@@ -50,6 +50,9 @@ struct server {
     pthread_cond_t maint_cond;
     bool stopping;
     bool maint_started;
+    /* hub connectors and webhooks run here (assign.c), off the event loops */
+    struct assigner *assigner;
+    bool webhook_init;
 };
 
 /* Per-connection state visible to the API handlers. */

@@ -49,6 +49,7 @@
 #include "../common/util.h"
 #include "../store/store.h"
 #include "api.h"
+#include "assign.h"
 #include "model.h"
 #include "service_auth.h"
 
@@ -417,6 +418,23 @@ out:
 }
 
 /* Deletes one entity (and an individual enrollment's registration record). */
+/*
+ * Deletes a registration record; a device that a hub connector placed is then
+ * removed from that hub too (queued: connectors block).
+ */
+static int delete_registration(struct svc_ctx *c, const char *id, const char *if_match)
+{
+    struct store_doc d = {0};
+    int r = c->st->ops->registration_get(c->st, c->scope, id, &d);
+
+    if (r == 0)
+        r = c->st->ops->registration_delete(c->st, c->scope, id, if_match);
+    if (r == 0)
+        assign_remove_later(c->w->srv->assigner, c->w->cfg, c->scope, id, d.json);
+    store_doc_release(&d);
+    return r;
+}
+
 static int delete_entity(struct svc_ctx *c, const char *id, const char *if_match,
                          struct svc_fail *f)
 {
@@ -435,7 +453,7 @@ static int delete_entity(struct svc_ctx *c, const char *id, const char *if_match
         return r;
     }
     if (c->kind == STORE_ENROLLMENT) {
-        r = c->st->ops->registration_delete(c->st, c->scope, id, NULL);
+        r = delete_registration(c, id, NULL);
         if (r != 0 && r != PROV_ENOTFOUND) {
             store_fail(f, r, "registration delete");
             return r;
@@ -826,7 +844,7 @@ static void handle_reg_delete(struct svc_ctx *c)
 
     if (read_if_match(c, ifm, sizeof(ifm), &has_ifm, &f) != 0)
         goto fail;
-    r = c->st->ops->registration_delete(c->st, c->scope, c->id, has_ifm ? ifm : NULL);
+    r = delete_registration(c, c->id, has_ifm ? ifm : NULL);
     if (r == PROV_ENOTFOUND && !has_ifm) {
         set_fail(&f, SVC_ERR_REGISTRATION_NOT_FOUND, "registration '%s' not found", c->id);
         goto fail;

@@ -96,7 +96,8 @@ struct store_ops {
      * registration record (reg; reg->created kept if one exists) and insert the
      * operation (op: op->id = operation id, op->json = the
      * RegistrationOperationStatus document, op->etag unused). Returns only once
-     * the transaction is durable.
+     * the transaction is durable. Committing an operation id that exists for
+     * the same registration replaces its document (an assigner finishing it).
      */
     int (*registration_commit)(struct store *st, const char *scope, const struct store_doc *reg,
                                const struct store_doc *op, long long op_expires);

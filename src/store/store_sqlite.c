@@ -114,8 +114,12 @@ static const char *const stmt_sql[S_COUNT] = {
                      " ON CONFLICT(scope, id_key) DO UPDATE SET id = excluded.id,"
                      " group_key = excluded.group_key, etag = excluded.etag,"
                      " doc = excluded.doc, updated = excluded.updated",
+    /* an operation is written when it starts and again when an assigner finishes it */
     [S_OP_INSERT] = "INSERT INTO operations(id, scope, registration_id, doc, created, expires)"
-                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
+                    " ON CONFLICT(id) DO UPDATE SET doc = excluded.doc, expires = excluded.expires"
+                    " WHERE lower(operations.registration_id) = lower(excluded.registration_id)"
+                    " AND operations.scope = excluded.scope",
     [S_OP_GET] = "SELECT registration_id, doc, created FROM operations"
                  " WHERE id = ?1 AND scope = ?2 AND expires > ?3",
     [S_OP_EXPIRE] = "DELETE FROM operations WHERE expires <= ?1",
@@ -682,6 +686,11 @@ static int registration_commit(struct store *st, const char *scope, const struct
     stmt_done(s);
     if (r < 0)
         goto out;
+    /* the id is another registration's (or another scope's) operation: the upsert did nothing */
+    if (sqlite3_changes(ss->db) == 0) {
+        r = PROV_EEXISTS;
+        goto out;
+    }
 
     in_txn = false;
     r = txn_commit(ss);

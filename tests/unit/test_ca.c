@@ -144,6 +144,7 @@ static int srv_setup(void **state)
     s->cfg->nscopes = 2;
     snprintf(s->cfg->hubs[0].hostname, sizeof(s->cfg->hubs[0].hostname), "hub1.example.test");
     s->cfg->hubs[0].weight = 1;
+    s->cfg->hubs[0].apply_allocation_policy = true;
     s->cfg->nhubs = 1;
     add_policy(s->cfg, "provisioningserviceowner", OWNER_KEY, RIGHT_ALL);
     add_policy(s->cfg, "reader", READER_KEY,

@@ -299,6 +299,21 @@ static void test_bad_values(void **state)
         {{"--hub", "bad host"}, "--hub"},
         {{"--hub", "under_score.example"}, "--hub"},
         {{"--hub", "https://hub.example"}, "--hub"},
+        {{"--hub", "h.example=ftp://x.example/"}, "--hub"},
+        {{"--hub", "h.example="}, "--hub"},
+        {{"--hub", "=mosquitto://a:b@c:1"}, "--hub"},
+        {{"--hub", "h.example", "--hub", "H.Example=https://x.example/"}, "--hub"},
+        {{"--hub-weight", "h.example=2"}, "--hub-weight"}, /* no such hub */
+        {{"--hub", "h.example", "--hub-weight", "h.example=0"}, "--hub-weight"},
+        {{"--hub", "h.example", "--hub-weight", "h.example=1001"}, "--hub-weight"},
+        {{"--hub", "h.example", "--hub-weight", "h.example"}, "--hub-weight"},
+        {{"--hub", "h.example", "--hub-apply-allocation-policy", "h.example=maybe"},
+         "--hub-apply-allocation-policy"},
+        {{"--hub-apply-allocation-policy", "x.example=false"}, "--hub-apply-allocation-policy"},
+        {{"--assigners", "0"}, "--assigners"},
+        {{"--assigners", "65"}, "--assigners"},
+        {{"--custom-allocation-timeout", "99"}, "--custom-allocation-timeout"},
+        {{"--custom-allocation-timeout", "60001"}, "--custom-allocation-timeout"},
         {{"--workers", "-1"}, "--workers"},
         {{"--workers", "257"}, "--workers"},
         {{"--workers", "two"}, "--workers"},
@@ -514,6 +529,59 @@ static void test_parse_rights(void **state)
     assert_int_equal(bits, 99); /* untouched on failure */
 }
 
+/* Linked hubs: connector URLs, weights and the apply-allocation-policy flag. */
+static void test_hubs(void **state)
+{
+    struct fixture *f = *state;
+
+    write_file(f, "tls-cert c.pem\n"
+                  "tls-key k.pem\n"
+                  "id-scope 0ne00ABC123\n"
+                  "hub-weight broker-b.example=3\n" /* before its hub: resolved at the end */
+                  "hub broker-a.example=mosquitto://provd:s3cret@127.0.0.1:1883\n"
+                  "hub Broker-B.example=mosquittos://provd:s3cret@broker-b.example:8883\n"
+                  "hub record.example\n"
+                  "hub hook.example=https://hooks.example/provd?code=abc\n"
+                  "hub-apply-allocation-policy record.example=false\n"
+                  "assigners 2\n"
+                  "custom-allocation-timeout 1500\n");
+    assert_int_equal(LOAD(f, "--config", f->path), 0);
+    assert_int_equal(f->cfg.nhubs, 4);
+    assert_string_equal(f->cfg.hubs[0].hostname, "broker-a.example");
+    assert_string_equal(f->cfg.hubs[0].url, "mosquitto://provd:s3cret@127.0.0.1:1883");
+    assert_int_equal(f->cfg.hubs[0].weight, 1);
+    assert_true(f->cfg.hubs[0].apply_allocation_policy);
+    assert_string_equal(f->cfg.hubs[1].hostname, "broker-b.example");
+    assert_int_equal(f->cfg.hubs[1].weight, 3);
+    assert_string_equal(f->cfg.hubs[2].url, "");
+    assert_false(f->cfg.hubs[2].apply_allocation_policy);
+    assert_true(f->cfg.hubs[3].apply_allocation_policy);
+    assert_int_equal(f->cfg.assigners, 2);
+    assert_int_equal(f->cfg.custom_allocation_timeout, 1500);
+
+    /* defaults */
+    assert_int_equal(LOAD(f, "--tls-cert", "c", "--tls-key", "k", "--id-scope", "s"), 0);
+    assert_int_equal(f->cfg.assigners, 4);
+    assert_int_equal(f->cfg.custom_allocation_timeout, 5000);
+
+    /* a bad connector URL is refused without echoing it (it may hold a password) */
+    assert_int_equal(LOAD(f, "--tls-cert", "c", "--tls-key", "k", "--id-scope", "s", "--hub",
+                          "h.example=ftp://user:hunter2@x.example/"),
+                     PROV_EINVAL);
+    assert_non_null(strstr(f->err, "h.example"));
+    assert_null(strstr(f->err, "hunter2"));
+
+    /* a weight on the command line replaces the file's weights, not its hubs */
+    assert_int_equal(LOAD(f, "--config", f->path, "--hub-weight", "broker-a.example=7"), 0);
+    assert_int_equal(f->cfg.hubs[0].weight, 7);
+    assert_int_equal(f->cfg.hubs[1].weight, 1);
+    assert_false(f->cfg.hubs[2].apply_allocation_policy);
+
+    /* config_clear wipes the URLs */
+    config_clear(&f->cfg);
+    assert_string_equal(f->cfg.hubs[0].url, "");
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -530,6 +598,7 @@ int main(void)
         T(test_bad_file),
         T(test_help_and_version),
         T(test_parse_rights),
+        T(test_hubs),
     };
 
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -33,8 +33,8 @@
 #include "testpki.h"
 
 static struct cfg_hub hubs[2] = {
-    {"hub1.example.net", 1},
-    {"Hub2.Example.NET", 1},
+    {.hostname = "hub1.example.net", .weight = 1, .apply_allocation_policy = true},
+    {.hostname = "Hub2.Example.NET", .weight = 1, .apply_allocation_policy = true},
 };
 #define NHUBS 2
 
@@ -990,7 +990,7 @@ static const struct {
      "caReferences.primary must be a CA name"},
     {STORE_GROUP, "g", "{\"attestation\":{\"type\":\"tpm\",\"tpm\":{\"endorsementKey\":\"" KEY16
                        "\"}}}",
-     "TPM enrollment groups are not supported yet"},
+     "endorsementKey is for individual enrollments"},
     {STORE_ENROLLMENT, "d", "{\"registrationId\":\"other\",\"attestation\":{\"type\":\"none\"}}",
      "registrationId in the body does not match the id in the path"},
     {STORE_ENROLLMENT, "d", "{\"registrationId\":5,\"attestation\":{\"type\":\"none\"}}",

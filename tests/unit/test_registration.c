@@ -47,6 +47,7 @@ static int setup(void **state)
     snprintf(f->cfg.hubs[0].hostname, sizeof(f->cfg.hubs[0].hostname), "hub1.example.test");
     snprintf(f->cfg.hubs[1].hostname, sizeof(f->cfg.hubs[1].hostname), "hub2.example.test");
     f->cfg.hubs[0].weight = f->cfg.hubs[1].weight = 1;
+    f->cfg.hubs[0].apply_allocation_policy = f->cfg.hubs[1].apply_allocation_policy = true;
     f->cfg.nhubs = 2;
     f->cfg.retry_after = 2;
     f->ctx.cfg = &f->cfg;

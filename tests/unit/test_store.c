@@ -704,10 +704,7 @@ static void test_commit_and_operation(void **state)
     assert_string_equal(d.created, "2026-06-01T00:00:00.000Z");
     store_doc_release(&d);
 
-    /* one transaction: a duplicate operation id leaves the record untouched */
-    assert_int_equal(commit(st, SCOPE, "device-1", "g", "r3", "{\"v\":3}", NULL,
-                            "2026-07-01T00:00:00.000Z", "op-2", 3000),
-                     PROV_EEXISTS);
+    /* one transaction: another registration's operation id leaves the record untouched */
     assert_int_equal(commit(st, SCOPE, "device-9", "g", "r3", "{\"v\":3}", NULL,
                             "2026-07-01T00:00:00.000Z", "op-1", 3000),
                      PROV_EEXISTS);
@@ -718,6 +715,15 @@ static void test_commit_and_operation(void **state)
     assert_int_equal(db_int(f->path, "SELECT count(*) FROM registrations"), 1);
     assert_int_equal(db_int(f->path, "SELECT count(*) FROM operations"), 2);
     assert_int_equal(db_int(f->path, "SELECT expires FROM operations WHERE id = 'op-2'"), 2000);
+
+    /* the same registration's operation id again: an assigner finishing it replaces the document */
+    assert_int_equal(commit(st, SCOPE, "device-1", NULL, "r4", "{\"v\":4}", NULL,
+                            "2026-08-01T00:00:00.000Z", "op-2", 2000),
+                     0);
+    assert_int_equal(db_int(f->path, "SELECT count(*) FROM operations"), 2);
+    assert_int_equal(st->ops->registration_get(st, SCOPE, "device-1", &d), 0);
+    assert_string_equal(d.etag, "r4");
+    store_doc_release(&d);
 
     /* expiry */
     assert_int_equal(st->ops->operation_expire(st, 1500), 1);

@@ -12,7 +12,7 @@
 # Environment: PROVD_SRC (repo root), PROVD_BUILD_DIR (default $PROVD_SRC/build),
 # PROVD_TEST_KEEP=1 keeps the temp dir even when everything passed.
 # A script that sets MQTT_PORT before run_cases gets provd with an MQTT listener
-# on $IP:$MQTT_PORT (--mqtt-listen).
+# on $IP:$MQTT_PORT (--mqtt-listen); PROVD_EXTRA_ARGS (an array) adds flags.
 
 set -u
 
@@ -34,6 +34,8 @@ _TESTNO=0
 PROVD_PID=
 _STDERR_MARK=0
 MQTT_PORT=${MQTT_PORT:-}
+# more provd flags (e.g. --hub NAME=URL); a script sets them before run_cases
+PROVD_EXTRA_ARGS=()
 
 # lib_init IP NAME: IP is this script's own 127.0.0.N (provd_start may pick
 # another when it is taken; use $IP afterwards).
@@ -229,7 +231,7 @@ provd_start()
         --policy "provisioningserviceowner=$OWNER_KEY" \
         --policy "readonly=$READ_KEY:EnrollmentRead,RegistrationStatusRead" \
         --hub "$HUB1" --hub "$HUB2" --retry-after 1 --workers 2 \
-        ${MQTT_PORT:+--mqtt-listen "$IP:$MQTT_PORT"} \
+        ${MQTT_PORT:+--mqtt-listen "$IP:$MQTT_PORT"} "${PROVD_EXTRA_ARGS[@]}" \
         </dev/null >"$T/provd.stderr" 2>&1 &
     PROVD_PID=$!
     for ((i = 0; i < 100; i++)); do

@@ -599,6 +599,39 @@ class Sdk {
         }, opts.timeoutMs || 60000);
     }
 
+    /*
+     * TPM (tpm: a started Swtpm): {endorsementKey, storageRootKey, registrationId}
+     * as azure-iot-security-tpm reads them (base64 TPM2B_PUBLIC; the default
+     * registration id unless opts.registrationId).
+     */
+    tpmKeys(tpm, opts = {})
+    {
+        return this.worker.call('tpmKeys', {
+            tpmHost: tpm.host, tpmPort: tpm.port, registrationId: opts.registrationId,
+        });
+    }
+
+    /*
+     * Registers with the TPM through the HTTP transport (registrationId null:
+     * the SDK's default from the EK). opts.sign: strings the TPM signs with
+     * its identity key afterwards (answer.signatures, base64); the answer also
+     * has sasSignatures, what the TPM signed during the registration.
+     */
+    registerTpm(registrationId, tpm, opts = {})
+    {
+        return this.worker.call('registerTpm', {
+            host: opts.host || this.server.ip, scope: opts.scope || this.server.scope,
+            registrationId, tpmHost: tpm.host, tpmPort: tpm.port, payload: opts.payload,
+            sign: opts.sign,
+        }, opts.timeoutMs || 90000);
+    }
+
+    /* signWithIdentity of each string with a new TPM client; result: base64 signatures. */
+    tpmSign(tpm, data)
+    {
+        return this.worker.call('tpmSign', { tpmHost: tpm.host, tpmPort: tpm.port, data });
+    }
+
     /* Calls ProvisioningServiceClient#method(...args, callback). */
     service(method, args, opts = {})
     {
@@ -725,6 +758,117 @@ class Pki {
     }
 }
 
+/*
+ * A software TPM for the SDK: swtpm (TPM 2.0, fresh state in dir, so a new
+ * endorsement seed) on ip with two kernel-chosen consecutive ports, and
+ * lib/mssim_adapter.js in this process in front of it, since tss.js speaks the
+ * MS simulator protocol. host/port: where the SDK's `new Tpm(true, host,
+ * port)` connects. Swtpm.available() is false when swtpm is not installed.
+ */
+class Swtpm {
+    constructor(ip, dir)
+    {
+        this.ip = ip;
+        this.host = ip;
+        this.dir = dir;
+        this.proc = null;
+        this.adapter = null;
+        this.exit = null;
+    }
+
+    static available()
+    {
+        try {
+            execFileSync('swtpm', ['--version'], { stdio: 'ignore' });
+            return true;
+        } catch (_) {
+            return false;
+        }
+    }
+
+    /* A port p on ip with p and p+1 free at the time of the check. */
+    static async freePortPair(ip)
+    {
+        const bind = (port) => new Promise((resolve) => {
+            const srv = net.createServer();
+            srv.once('error', () => resolve(null));
+            srv.listen({ host: ip, port, exclusive: true }, () => resolve(srv));
+        });
+        const close = (srv) => new Promise((resolve) => srv.close(() => resolve()));
+        for (let i = 0; i < 50; i++) {
+            const a = await bind(0);
+            if (a === null)
+                continue;
+            const p = a.address().port;
+            const b = p < 65535 ? await bind(p + 1) : null;
+            await close(a);
+            if (b !== null) {
+                await close(b);
+                return p;
+            }
+        }
+        throw new Error(`no two consecutive free ports on ${ip}`);
+    }
+
+    async start()
+    {
+        const { MssimAdapter } = require('./mssim_adapter.js');
+        fs.mkdirSync(this.dir, { recursive: true });
+        let last = '';
+        for (let attempt = 0; attempt < 3; attempt++) {
+            const port = await Swtpm.freePortPair(this.ip);
+            const log = path.join(this.dir, 'swtpm.log');
+            const out = fs.openSync(path.join(this.dir, 'swtpm.out'), 'w');
+            this.exit = null;
+            this.proc = spawn('swtpm', ['socket', '--tpm2', '--tpmstate', `dir=${this.dir}`,
+                '--server', `type=tcp,port=${port},bindaddr=${this.ip}`,
+                '--ctrl', `type=tcp,port=${port + 1},bindaddr=${this.ip}`,
+                '--flags', 'not-need-init,startup-clear', '--log', `file=${log}`],
+            { stdio: ['ignore', out, out] });
+            fs.closeSync(out);
+            this.exitPromise = new Promise((resolve) => {
+                this.proc.on('exit', (code, signal) => resolve(this.exit = { code, signal }));
+                this.proc.on('error', (e) => resolve(this.exit = { error: e.message }));
+            });
+            this.swtpmPort = port;
+            for (let i = 0; i < 50 && this.exit === null; i++) {
+                try {
+                    this.adapter = await new MssimAdapter({
+                        ip: this.ip, swtpmHost: this.ip, swtpmPort: port,
+                    }).start();
+                    this.port = this.adapter.port;
+                    return this;
+                } catch (e) {
+                    last = e.message;
+                    this.adapter = null;
+                }
+                await sleep(100);
+            }
+            await this.stop();
+            last += `; swtpm ${JSON.stringify(this.exit)}: ` +
+                fs.readFileSync(path.join(this.dir, 'swtpm.out'), 'utf8');
+        }
+        throw new Error(`swtpm did not start on ${this.ip}: ${last}`);
+    }
+
+    async stop()
+    {
+        if (this.adapter !== null) {
+            await this.adapter.close();
+            this.adapter = null;
+        }
+        if (this.proc !== null && this.exit === null) {
+            this.proc.kill('SIGTERM');
+            const t = setTimeout(() => {
+                if (this.exit === null)
+                    this.proc.kill('SIGKILL');
+            }, 5000);
+            await this.exitPromise;
+            clearTimeout(t);
+        }
+    }
+}
+
 /* Asserts a worker answer is a success and returns its result. */
 function ok(r, what)
 {
@@ -744,6 +888,6 @@ function failsWith(r, status, what)
 }
 
 module.exports = {
-    SRC, BUILD, BIN, SCOPE, HUBS, Provd, Sdk, SdkWorker, Pki, randomKey, deriveKey, makeCerts, sleep,
-    ok, failsWith,
+    SRC, BUILD, BIN, SCOPE, HUBS, Provd, Sdk, SdkWorker, Pki, Swtpm, randomKey, deriveKey, makeCerts,
+    sleep, ok, failsWith,
 };

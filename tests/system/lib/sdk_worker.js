@@ -13,6 +13,8 @@ const { Http: DeviceHttp } = require('azure-iot-provisioning-device-http');
 const { Mqtt: DeviceMqtt } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
+const { TpmSecurityClient } = require('azure-iot-security-tpm');
+const { Tpm } = require('tss.js');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
 
 const services = new Map();
@@ -72,6 +74,49 @@ function serializeError(e)
         headers: resp && resp.headers ? resp.headers : undefined,
         body,
     };
+}
+
+/*
+ * TPM: azure-iot-security-tpm's TpmSecurityClient over tss.js in simulator
+ * mode (mssim protocol at args.tpmHost:args.tpmPort, lib/mssim_adapter.js in
+ * front of swtpm). The security client never closes its TPM connection, so
+ * the op closes it when done. Without args.registrationId the SDK computes
+ * the default one from the EK.
+ */
+function tpmClient(args)
+{
+    const tpm = new Tpm(true, args.tpmHost, args.tpmPort);
+    const sec = new TpmSecurityClient(args.registrationId || undefined, tpm);
+    return { tpm, sec };
+}
+
+function call(fn)
+{
+    return new Promise((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
+}
+
+/* signWithIdentity of each string in data, base64. */
+async function tpmSignAll(sec, data)
+{
+    const out = [];
+    for (const d of data || []) {
+        const sig = await call((cb) => sec.signWithIdentity(Buffer.from(d, 'utf8'), cb));
+        out.push(sig.toString('base64'));
+    }
+    return out;
+}
+
+/* Runs fn(sec) with a fresh TPM client; done({ok, result}) and the TPM connection closed. */
+function withTpm(args, done, fn)
+{
+    const { tpm, sec } = tpmClient(args);
+    fn(sec).then((result) => {
+        tpm.close();
+        done({ ok: true, result });
+    }, (err) => {
+        tpm.close();
+        done({ ok: false, error: serializeError(err) });
+    });
 }
 
 function responseInfo(resp)
@@ -163,6 +208,63 @@ const ops = {
         const client = ProvisioningDeviceClient.create(args.host, args.scope, deviceTransport(args),
             sec);
         runRegister(client, args, done);
+    },
+
+    /* The TPM's EK and SRK (base64 TPM2B_PUBLIC) and the registration id the SDK uses. */
+    tpmKeys(args, done)
+    {
+        withTpm(args, done, async (sec) => ({
+            endorsementKey: (await call((cb) => sec.getEndorsementKey(cb))).toString('base64'),
+            storageRootKey: (await call((cb) => sec.getStorageRootKey(cb))).toString('base64'),
+            registrationId: await call((cb) => sec.getRegistrationId(cb)),
+        }));
+    },
+
+    /*
+     * Registers through the HTTP transport with the TPM. The answer adds
+     * sasSignatures: what the SDK had the TPM sign during the registration
+     * ({data, sig} base64, recorded around signWithIdentity: the SAS of the
+     * registration key K), and signatures: args.sign (strings; null stands
+     * for the data of that SAS) signed with the identity key the TPM holds
+     * afterwards (the hub key).
+     */
+    registerTpm(args, done)
+    {
+        const { tpm, sec } = tpmClient(args);
+        const sasSignatures = [];
+        const sign = sec.signWithIdentity.bind(sec);
+        let recording = true;
+        sec.signWithIdentity = (data, cb) => sign(data, (err, sig) => {
+            if (!err && recording)
+                sasSignatures.push({ data: data.toString('base64'), sig: sig.toString('base64') });
+            cb(err, sig);
+        });
+        const client = ProvisioningDeviceClient.create(args.host, args.scope, new DeviceHttp(), sec);
+        runRegister(client, args, (r) => {
+            recording = false;
+            r.sasSignatures = sasSignatures;
+            if (!r.ok) {
+                tpm.close();
+                done(r);
+                return;
+            }
+            const sasData = sasSignatures.length > 0 ?
+                Buffer.from(sasSignatures[0].data, 'base64').toString('utf8') : '';
+            const toSign = (args.sign || []).map((d) => (d === null ? sasData : d));
+            tpmSignAll(sec, toSign).then((signatures) => {
+                tpm.close();
+                done(Object.assign(r, { signatures }));
+            }, (err) => {
+                tpm.close();
+                done({ ok: false, error: Object.assign(serializeError(err), { afterRegister: true }) });
+            });
+        });
+    },
+
+    /* signWithIdentity with a new client (the identity key persisted in the TPM). */
+    tpmSign(args, done)
+    {
+        withTpm(args, done, (sec) => tpmSignAll(sec, args.data));
     },
 
     service(args, done)
