@@ -323,3 +323,24 @@ bool ca_name_is_valid(const char *name)
     }
     return true;
 }
+
+int buf_append_capped(char **data, size_t *len, size_t *cap, const void *p, size_t n, size_t max)
+{
+    if (n > max - *len)
+        return PROV_ELIMIT;
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 1024;
+        char *nb;
+
+        while (c < *len + n + 1)
+            c *= 2;
+        if ((nb = realloc(*data, c)) == NULL)
+            return PROV_ENOMEM;
+        *data = nb;
+        *cap = c;
+    }
+    memcpy(*data + *len, p, n);
+    *len += n;
+    (*data)[*len] = '\0';
+    return 0;
+}

@@ -50,6 +50,14 @@ bool str_ieqn(const char *a, const char *b, size_t n);
 void str_lower(char *s);
 
 /* Wipes then frees; accepts NULL. */
+/*
+ * Appends n bytes to a heap buffer kept NUL-terminated (*data, *len, *cap;
+ * start from NULL/0/0, free(*data) when done). PROV_ELIMIT when the total
+ * would pass max bytes (nothing appended), PROV_ENOMEM, else 0. For bodies
+ * read in pieces, e.g. libcurl write callbacks.
+ */
+int buf_append_capped(char **data, size_t *len, size_t *cap, const void *p, size_t n, size_t max);
+
 void prov_freezero(void *p, size_t len);
 void prov_cleanse(void *p, size_t len);
 /* Constant-time equality of two equal-length buffers. */

@@ -43,27 +43,10 @@ static void answer_reset(struct answer *a)
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct answer *a = arg;
-    size_t n = size * nmemb;
+    int r = buf_append_capped(&a->body, &a->len, &a->cap, data, size * nmemb, PROV_MAX_BODY);
 
-    if (n > PROV_MAX_BODY || a->len + n > PROV_MAX_BODY) {
-        a->too_big = true;
-        return 0; /* makes libcurl fail the transfer with CURLE_WRITE_ERROR */
-    }
-    if (a->len + n + 1 > a->cap) {
-        size_t cap = a->cap ? a->cap : 1024;
-        char *nb;
-
-        while (cap < a->len + n + 1)
-            cap *= 2;
-        if ((nb = realloc(a->body, cap)) == NULL)
-            return 0;
-        a->body = nb;
-        a->cap = cap;
-    }
-    memcpy(a->body + a->len, data, n);
-    a->len += n;
-    a->body[a->len] = '\0';
-    return n;
+    a->too_big = r == PROV_ELIMIT;
+    return r == 0 ? size * nmemb : 0; /* 0 makes libcurl fail the transfer (CURLE_WRITE_ERROR) */
 }
 
 /* Retry-After: an integer number of seconds; default 2, clamped to 1..60. */

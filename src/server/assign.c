@@ -279,6 +279,18 @@ static json_t *quoted_etag(const char *etag)
     return json_string(q);
 }
 
+/* assignedHub and deviceId of where the device is now, if anywhere, into record s. */
+static void keep_current_place(const struct assign_job *job, json_t *s)
+{
+    const char *cur = current_hub_name(job);
+
+    if (s != NULL && cur != NULL) {
+        json_object_set_new(s, "assignedHub", json_string(cur));
+        if (json_str(job->prev, "deviceId") != NULL)
+            json_object_set_new(s, "deviceId", json_string(json_str(job->prev, "deviceId")));
+    }
+}
+
 /*
  * A failed record. It keeps assignedHub and deviceId of where the device still
  * is (if anywhere), so the next registration knows what to move or remove.
@@ -290,13 +302,8 @@ static json_t *failed_state(const struct assign_job *job, int code, const char *
                           job->registration_id, "createdDateTimeUtc", job->created, "status",
                           "failed", "errorCode", code, "errorMessage", message,
                           "lastUpdatedDateTimeUtc", now, "etag", quoted_etag(etag));
-    const char *cur = current_hub_name(job);
 
-    if (s != NULL && cur != NULL) {
-        json_object_set_new(s, "assignedHub", json_string(cur));
-        if (json_str(job->prev, "deviceId") != NULL)
-            json_object_set_new(s, "deviceId", json_string(json_str(job->prev, "deviceId")));
-    }
+    keep_current_place(job, s);
     plog(LOG_WARN, "%s/%s: registration failed (%d): %s", job->scope, job->registration_id, code,
          message);
     return s;
@@ -426,13 +433,8 @@ json_t *assign_pending_state(const struct assign_job *job, const char *etag, con
     json_t *s = json_pack("{s:s, s:s, s:s, s:s, s:o}", "registrationId", job->registration_id,
                           "createdDateTimeUtc", job->created, "status", "assigning",
                           "lastUpdatedDateTimeUtc", now, "etag", quoted_etag(etag));
-    const char *cur = current_hub_name(job);
 
-    if (s != NULL && cur != NULL) {
-        json_object_set_new(s, "assignedHub", json_string(cur));
-        if (json_str(job->prev, "deviceId") != NULL)
-            json_object_set_new(s, "deviceId", json_string(json_str(job->prev, "deviceId")));
-    }
+    keep_current_place(job, s);
     return s;
 }
 

@@ -228,27 +228,10 @@ struct answer_buf {
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct answer_buf *a = arg;
-    size_t n = size * nmemb;
+    int r = buf_append_capped(&a->data, &a->len, &a->cap, data, size * nmemb, WEBHOOK_MAX_ANSWER);
 
-    if (n > WEBHOOK_MAX_ANSWER - a->len) {
-        a->too_big = true;
-        return 0; /* makes libcurl fail the transfer with CURLE_WRITE_ERROR */
-    }
-    if (a->len + n + 1 > a->cap) {
-        size_t cap = a->cap ? a->cap : 4096;
-        char *nb;
-
-        while (cap < a->len + n + 1)
-            cap *= 2;
-        if ((nb = realloc(a->data, cap)) == NULL)
-            return 0;
-        a->data = nb;
-        a->cap = cap;
-    }
-    memcpy(a->data + a->len, data, n);
-    a->len += n;
-    a->data[a->len] = '\0';
-    return n;
+    a->too_big = r == PROV_ELIMIT;
+    return r == 0 ? size * nmemb : 0; /* 0 makes libcurl fail the transfer (CURLE_WRITE_ERROR) */
 }
 
 static CURLcode set_options(CURL *h, const char *url, const char *text, long timeout_ms,

@@ -413,6 +413,31 @@ static void test_errors(void **state)
         assert_string_not_equal(prov_strerror(e), "unknown error");
 }
 
+static void test_buf_append_capped(void **state)
+{
+    char *data = NULL;
+    size_t len = 0, cap = 0;
+    char big[3000];
+
+    (void)state;
+    memset(big, 'x', sizeof(big));
+    assert_int_equal(buf_append_capped(&data, &len, &cap, "ab", 2, 10), 0);
+    assert_int_equal(buf_append_capped(&data, &len, &cap, "", 0, 10), 0);
+    assert_string_equal(data, "ab");
+    /* exactly the cap fits; one byte more is refused and leaves the buffer as it was */
+    assert_int_equal(buf_append_capped(&data, &len, &cap, "cdefghij", 8, 10), 0);
+    assert_int_equal(len, 10);
+    assert_int_equal(buf_append_capped(&data, &len, &cap, "k", 1, 10), PROV_ELIMIT);
+    assert_string_equal(data, "abcdefghij");
+    /* growth past the first allocation keeps the bytes and the terminator */
+    assert_int_equal(buf_append_capped(&data, &len, &cap, big, sizeof(big), 10000), 0);
+    assert_int_equal(len, 10 + sizeof(big));
+    assert_true(cap > len);
+    assert_int_equal(data[len], '\0');
+    assert_int_equal(memcmp(data, "abcdefghijxxx", 13), 0);
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -433,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_string_helpers),
         cmocka_unit_test(test_wipe),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_buf_append_capped),
     };
 
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
