@@ -80,5 +80,11 @@ test: deps build build-san build-fuzz
 	$(PYTHON) tests/run_all.py --build-dir $(BUILD) --san-dir $(BUILD_SAN) \
 		--fuzz-dir $(BUILD_FUZZ) $(TESTFLAGS)
 
+# make bench: provd against an nginx baseline with prov-bench (release build in
+# build-bench/; BENCH_QUICK=1 for a short pass; see docs/benchmarks.md)
+.PHONY: bench
+bench: deps
+	scripts/bench.sh
+
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ) build-logs tests/system/.work
