@@ -1,5 +1,6 @@
 #include "sas.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,24 +13,42 @@
 
 static const char prefix[] = "SharedAccessSignature";
 
+/*
+ * HMAC-SHA256 contexts are copied from one template made once: fetching the
+ * HMAC implementation and its digest on every call takes OpenSSL 3's
+ * provider locks, and a device costs several HMACs per request. The template
+ * lives as long as the process.
+ */
+static EVP_MAC_CTX *hmac_template;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+static void hmac_template_init(void)
+{
+    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = m ? EVP_MAC_CTX_new(m) : NULL;
+    char digest[] = "SHA256";
+    OSSL_PARAM params[2];
+
+    params[0] = OSSL_PARAM_construct_utf8_string("digest", digest, 0);
+    params[1] = OSSL_PARAM_construct_end();
+    if (ctx != NULL && EVP_MAC_CTX_set_params(ctx, params) == 1)
+        hmac_template = ctx;
+    else
+        EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(m); /* the context keeps its own reference */
+}
+
 static int hmac_sha256(const uint8_t *key, size_t keylen, const void *d1, size_t l1,
                        const void *d2, size_t l2, const void *d3, size_t l3, uint8_t mac[32])
 {
-    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = NULL;
-    OSSL_PARAM params[2];
+    EVP_MAC_CTX *ctx;
     size_t outlen = 0;
     int r = PROV_ECRYPTO;
-    char digest[] = "SHA256";
 
-    if (m == NULL)
+    pthread_once(&hmac_once, hmac_template_init);
+    if (hmac_template == NULL || (ctx = EVP_MAC_CTX_dup(hmac_template)) == NULL)
         return PROV_ECRYPTO;
-    ctx = EVP_MAC_CTX_new(m);
-    if (ctx == NULL)
-        goto out;
-    params[0] = OSSL_PARAM_construct_utf8_string("digest", digest, 0);
-    params[1] = OSSL_PARAM_construct_end();
-    if (EVP_MAC_init(ctx, key, keylen, params) != 1)
+    if (EVP_MAC_init(ctx, key, keylen, NULL) != 1)
         goto out;
     if (l1 && EVP_MAC_update(ctx, d1, l1) != 1)
         goto out;
@@ -42,7 +61,6 @@ static int hmac_sha256(const uint8_t *key, size_t keylen, const void *d1, size_t
     r = 0;
 out:
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(m);
     return r;
 }
 

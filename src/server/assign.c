@@ -13,13 +13,14 @@
 #include "../common/util.h"
 #include "../store/store.h"
 #include "alloc.h"
+#include "committer.h"
 #include "hub.h"
 #include "registration.h"
 #include "webhook.h"
 
 #define LOG_MODULE "assign"
 
-#define ASSIGN_QUEUE_MAX 10000   /* jobs waiting, all threads together */
+#define ASSIGN_QUEUE_MAX 10000 /* jobs waiting, all threads together */
 #define REMOVE_ATTEMPTS 3
 
 void assign_job_free(struct assign_job *job)
@@ -62,7 +63,8 @@ static bool policy_is(const json_t *enr, const char *name)
     return p != NULL && str_ieq(p, name);
 }
 
-/* The hub the device is at now: the previous record's assignedHub (kept while assigning or failed). */
+/* The hub the device is at now: the previous record's assignedHub (kept while assigning or failed).
+ */
 static const char *current_hub_name(const struct assign_job *job)
 {
     return job->prev ? json_str(job->prev, "assignedHub") : NULL;
@@ -180,7 +182,8 @@ static json_t *allocation_request(const struct assign_job *job, const struct cfg
     if (cur != NULL) {
         json_object_set_new(ctx, "currentIotHubHostName", json_string(cur));
         if (json_str(job->prev, "deviceId") != NULL)
-            json_object_set_new(ctx, "currentDeviceId", json_string(json_str(job->prev, "deviceId")));
+            json_object_set_new(ctx, "currentDeviceId",
+                                json_string(json_str(job->prev, "deviceId")));
     }
     if (strcmp(job->attestation, "x509") == 0)
         json_object_set_new(ctx, "x509", job->x509 ? json_incref(job->x509) : json_object());
@@ -217,8 +220,7 @@ static void choice_fail(struct choice *c, int code, const char *fmt, ...)
     va_end(ap);
 }
 
-static void choose_custom(const struct config *cfg, const struct assign_job *job,
-                          struct choice *c)
+static void choose_custom(const struct config *cfg, const struct assign_job *job, struct choice *c)
 {
     const struct cfg_hub *hubs[CFG_MAX_LIST];
     size_t n = linked_hubs(cfg, job, hubs);
@@ -229,8 +231,9 @@ static void choose_custom(const struct config *cfg, const struct assign_job *job
     char err[256];
 
     if (url == NULL) {
-        choice_fail(c, DPS_CUSTOM_ALLOCATION_FAILED,
-                    "custom allocation: the enrollment has no customAllocationDefinition.webhookUrl");
+        choice_fail(
+            c, DPS_CUSTOM_ALLOCATION_FAILED,
+            "custom allocation: the enrollment has no customAllocationDefinition.webhookUrl");
         return;
     }
     if (n == 0) {
@@ -264,7 +267,8 @@ static void choose_custom(const struct config *cfg, const struct assign_job *job
     }
     if (json_is_object(json_object_get(answer, "initialTwin")))
         c->twin = json_incref(json_object_get(answer, "initialTwin"));
-    if (json_object_get(answer, "payload") != NULL && !json_is_null(json_object_get(answer, "payload")))
+    if (json_object_get(answer, "payload") != NULL &&
+        !json_is_null(json_object_get(answer, "payload")))
         c->payload = json_incref(json_object_get(answer, "payload"));
     json_decref(answer);
 }
@@ -346,7 +350,8 @@ json_t *assign_compute(const struct config *cfg, struct assign_job *job, const c
     } else {
         c.hub = choose_local(cfg, job);
         if (c.hub == NULL)
-            choice_fail(&c, DPS_HUB_NOT_SPECIFIED, "no linked hub is available for this enrollment");
+            choice_fail(&c, DPS_HUB_NOT_SPECIFIED,
+                        "no linked hub is available for this enrollment");
     }
     if (c.hub == NULL) {
         state = failed_state(job, c.error_code, c.message, etag, now);
@@ -380,16 +385,15 @@ json_t *assign_compute(const struct config *cfg, struct assign_job *job, const c
     }
     json_decref((json_t *)twin);
     if (moved && cur != NULL && cur->ops != NULL &&
-        cur->ops->deprovision(cur->state, cur->hostname, json_str(job->prev, "deviceId")
-                                                             ? json_str(job->prev, "deviceId")
-                                                             : job->device_id,
+        cur->ops->deprovision(cur->state, cur->hostname,
+                              json_str(job->prev, "deviceId") ? json_str(job->prev, "deviceId")
+                                                              : job->device_id,
                               err, sizeof(err)) != 0) {
         char undo[300];
 
         /* the device stays where it was: take back what was created at the new hub */
-        if (c.hub->ops != NULL &&
-            c.hub->ops->deprovision(c.hub->state, c.hub->hostname, job->device_id, undo,
-                                    sizeof(undo)) != 0)
+        if (c.hub->ops != NULL && c.hub->ops->deprovision(c.hub->state, c.hub->hostname,
+                                                          job->device_id, undo, sizeof(undo)) != 0)
             plog(LOG_ERROR, "%s/%s: could not undo the identity at %s: %s", job->scope,
                  job->registration_id, c.hub->hostname, undo);
         choice_fail(&c, DPS_HUB_OPERATION_FAILED, "removing the device from hub %s: %s",
@@ -400,11 +404,11 @@ json_t *assign_compute(const struct config *cfg, struct assign_job *job, const c
         plog(LOG_WARN, "%s/%s: moved from %s, which is no longer a linked hub: not removed there",
              job->scope, job->registration_id, cur_name);
     }
-    state = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "registrationId",
-                      job->registration_id, "createdDateTimeUtc", job->created, "assignedHub",
-                      c.hub->hostname, "deviceId", job->device_id, "status", "assigned",
-                      "substatus", substatus, "lastUpdatedDateTimeUtc", now, "etag",
-                      quoted_etag(etag));
+    state =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "registrationId",
+                  job->registration_id, "createdDateTimeUtc", job->created, "assignedHub",
+                  c.hub->hostname, "deviceId", job->device_id, "status", "assigned", "substatus",
+                  substatus, "lastUpdatedDateTimeUtc", now, "etag", quoted_etag(etag));
     if (state == NULL)
         goto out;
     /* the device's payload comes back to it, unless a custom-allocation webhook gave one */
@@ -438,8 +442,8 @@ json_t *assign_pending_state(const struct assign_job *job, const char *etag, con
     return s;
 }
 
-int assign_commit(struct store *st, const struct assign_job *job, const json_t *state,
-                  const char *etag, const char *now)
+int assign_commit(struct store *st, struct committer *cm, bool wait, const struct assign_job *job,
+                  const json_t *state, const char *etag, const char *now)
 {
     struct store_doc reg = {0}, op = {0};
     const char *status = json_str(state, "status");
@@ -447,6 +451,7 @@ int assign_commit(struct store *st, const struct assign_job *job, const json_t *
                             status ? status : "failed", "registrationState", state);
     char *state_text = json_dumps(state, JSON_COMPACT);
     char *op_text = opj ? json_dumps(opj, JSON_COMPACT) : NULL;
+    long long expires = (long long)time(NULL) + PROV_OPERATION_TTL_SECONDS;
     int r = PROV_ENOMEM;
 
     if (state_text != NULL && op_text != NULL) {
@@ -459,8 +464,12 @@ int assign_commit(struct store *st, const struct assign_job *job, const json_t *
         op.id = (char *)job->operation_id;
         op.json = op_text;
         op.created = (char *)now;
-        r = st->ops->registration_commit(st, job->scope, &reg, &op,
-                                         (long long)time(NULL) + PROV_OPERATION_TTL_SECONDS);
+        if (cm == NULL)
+            r = st->ops->registration_commit(st, job->scope, &reg, &op, expires);
+        else if (wait)
+            r = committer_commit(cm, job->scope, &reg, &op, expires);
+        else
+            r = committer_submit(cm, job->scope, &reg, &op, expires);
     }
     free(state_text);
     free(op_text);
@@ -523,6 +532,7 @@ struct assigner_thread {
 
 struct assigner {
     const struct config *cfg;
+    struct committer *committer; /* final commits go through it, after the "assigning" one */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool stopping;
@@ -567,7 +577,7 @@ static void run_place(struct assigner_thread *t, struct assign_job *job)
              job->registration_id);
         return;
     }
-    r = assign_commit(t->store, job, state, etag, now);
+    r = assign_commit(t->store, t->a->committer, true, job, state, etag, now);
     if (r != 0)
         plog(LOG_ERROR, "%s/%s: store commit: %s (the device retries)", job->scope,
              job->registration_id, prov_strerror(r));
@@ -604,8 +614,8 @@ static void *assigner_main(void *arg)
     return NULL;
 }
 
-int assigner_start(const struct config *cfg, const char *store_path, struct assigner **out,
-                   char *err, size_t errlen)
+int assigner_start(const struct config *cfg, const char *store_path, struct committer *cm,
+                   struct assigner **out, char *err, size_t errlen)
 {
     struct assigner *a = calloc(1, sizeof(*a));
     int n = cfg->assigners > 0 ? cfg->assigners : 4;
@@ -616,6 +626,7 @@ int assigner_start(const struct config *cfg, const char *store_path, struct assi
         return PROV_ENOMEM;
     }
     a->cfg = cfg;
+    a->committer = cm;
     a->n = n;
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);

@@ -39,19 +39,19 @@ struct assign_job {
     char registration_id[PROV_MAX_REG_ID + 1];
     char device_id[PROV_MAX_REG_ID + 1];
     char operation_id[80];
-    char created[40];      /* the record's createdDateTimeUtc */
-    char attestation[16];  /* "symmetricKey", "x509", "tpm" */
-    json_t *enrollment;    /* owned: individual enrollment or group */
+    char created[40];     /* the record's createdDateTimeUtc */
+    char attestation[16]; /* "symmetricKey", "x509", "tpm" */
+    json_t *enrollment;   /* owned: individual enrollment or group */
     bool is_group;
     char group_id[PROV_MAX_REG_ID + 1];
-    json_t *x509;          /* owned or NULL: registrationState.x509 */
-    json_t *tpm;           /* owned or NULL: registrationState.tpm */
-    json_t *payload;       /* owned or NULL: the device's payload */
-    json_t *prev;          /* owned or NULL: the previous registration record */
-    uint8_t key[64];       /* the device's hub key (attest_match.hub_key), wiped on free */
+    json_t *x509;    /* owned or NULL: registrationState.x509 */
+    json_t *tpm;     /* owned or NULL: registrationState.tpm */
+    json_t *payload; /* owned or NULL: the device's payload */
+    json_t *prev;    /* owned or NULL: the previous registration record */
+    uint8_t key[64]; /* the device's hub key (attest_match.hub_key), wiped on free */
     size_t key_len;
     char x509_thumbprint[65];
-    char hub[256];         /* ASSIGN_REMOVE: the hub to remove device_id from */
+    char hub[256]; /* ASSIGN_REMOVE: the hub to remove device_id from */
     struct assign_job *next;
 };
 
@@ -74,10 +74,12 @@ json_t *assign_pending_state(const struct assign_job *job, const char *etag, con
 
 /*
  * Commits state as the registration record and {operationId, status,
- * registrationState} as the operation, in one transaction.
+ * registrationState} as the operation, in one transaction: through cm when
+ * there is one (queued, or waited for when wait is true), else on st.
  */
-int assign_commit(struct store *st, const struct assign_job *job, const json_t *state,
-                  const char *etag, const char *now);
+struct committer;
+int assign_commit(struct store *st, struct committer *cm, bool wait, const struct assign_job *job,
+                  const json_t *state, const char *etag, const char *now);
 
 /* Opens the connectors of the configured hubs (hub->ops, hub->state). */
 int hub_open_all(struct config *cfg, char *err, size_t errlen);
@@ -85,8 +87,8 @@ void hub_close_all(struct config *cfg);
 
 /* The assigner threads. */
 struct assigner;
-int assigner_start(const struct config *cfg, const char *store_path, struct assigner **out,
-                   char *err, size_t errlen);
+int assigner_start(const struct config *cfg, const char *store_path, struct committer *cm,
+                   struct assigner **out, char *err, size_t errlen);
 /* Lets running jobs finish; queued ones are dropped (their devices retry). */
 void assigner_stop(struct assigner *a);
 /* false when the queue is full (the device is told to retry later). */

@@ -66,14 +66,8 @@ static bool pins_leaf(const json_t *entry, X509 *leaf)
 
     if (entry == NULL)
         return false;
-    if (pem != NULL) {
-        const char *why;
-        X509 *c = x509_parse_one(pem, &why);
-        bool same = c != NULL && X509_cmp(c, leaf) == 0;
-
-        X509_free(c);
-        return same;
-    }
+    if (pem != NULL)
+        return x509_same_der(pem, leaf);
     tp = jstr(info, "sha256Thumbprint");
     if (tp == NULL)
         tp = jstr(info, "sha1Thumbprint");
@@ -116,7 +110,8 @@ static int individual(struct reg_ctx *ctx, const struct reg_request *req, json_t
         return -1;
     }
     m->enrollment = json_incref(enr);
-    m->x509 = json_pack("{s:o}", "certificateInfo", x509_info(req->peer_leaf));
+    if (!req->auth_only)
+        m->x509 = json_pack("{s:o}", "certificateInfo", x509_info(req->peer_leaf));
     return 0;
 }
 
@@ -345,8 +340,9 @@ static int groups(struct reg_ctx *ctx, const struct reg_request *req, struct att
     m->enrollment = gw.best.grp;
     m->is_group = true;
     snprintf(m->group_id, sizeof(m->group_id), "%s", gw.best.id);
-    m->x509 = json_pack("{s:o, s:s}", "certificateInfo", x509_info(req->peer_leaf),
-                        "enrollmentGroupId", gw.best.id);
+    if (!req->auth_only)
+        m->x509 = json_pack("{s:o, s:s}", "certificateInfo", x509_info(req->peer_leaf),
+                            "enrollmentGroupId", gw.best.id);
     if (m->x509 != NULL && gw.best.anchor != NULL)
         json_object_set_new(m->x509, "signingCertificateInfo", x509_info(gw.best.anchor));
     X509_free(gw.best.anchor);

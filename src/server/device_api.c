@@ -53,7 +53,10 @@ void device_api_handle(struct worker *w, struct http_request *req, struct http_r
 {
     char scope_in[PROV_MAX_SCOPE + 1], rid[PROV_MAX_REG_ID * 3 + 1], opid[128];
     const char *scope;
-    struct reg_ctx ctx = {.cfg = w->cfg, .store = w->store, .assigner = w->srv->assigner};
+    struct reg_ctx ctx = {.cfg = w->cfg,
+                          .store = w->store,
+                          .assigner = w->srv->assigner,
+                          .committer = w->srv->committer};
     struct reg_request rr = {0};
     struct reg_reply reply = {0};
     json_t *body = NULL;

@@ -31,7 +31,7 @@
 struct hub_device {
     const char *device_id;
     const char *registration_id;
-    const char *attestation;     /* "symmetricKey", "x509" or "tpm" */
+    const char *attestation; /* "symmetricKey", "x509" or "tpm" */
     /*
      * symmetricKey and tpm: the device's key (see hub_password_derive in
      * common/sas.h); NULL for x509.

@@ -416,7 +416,10 @@ static int on_publish(struct mqtt_conn *mc, const struct mqtt_publish *p)
 {
     struct mqtt_dps_topic t;
     struct reg_ctx ctx = {
-        .cfg = mc->c.w->cfg, .store = mc->c.w->store, .assigner = mc->c.w->srv->assigner};
+        .cfg = mc->c.w->cfg,
+        .store = mc->c.w->store,
+        .assigner = mc->c.w->srv->assigner,
+        .committer = mc->c.w->srv->committer};
     struct reg_request rr = {0};
     struct reg_reply reply = {0};
     json_t *body = NULL;

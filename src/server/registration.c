@@ -16,6 +16,7 @@
 #include "../common/util.h"
 #include "../store/store.h"
 #include "assign.h"
+#include "committer.h"
 #include "attest.h"
 
 #define LOG_MODULE "registration"
@@ -444,6 +445,7 @@ static struct assign_job *job_from(const struct reg_request *req, struct attest_
     return job;
 }
 
+/* 202 with the operation "assigning": a register answer, or a poll before the result is durable. */
 static void accepted(struct reg_ctx *ctx, const struct reg_request *req, const char *opid,
                      struct reg_reply *reply)
 {
@@ -517,8 +519,18 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
         attest_fail(reply, DPS_INTERNAL, "internal error", "out of memory");
         goto out;
     }
-    /* durable before the device can learn anything from its operation */
-    r = assign_commit(st, job, state, etag, now);
+    /*
+     * Durable before the device can learn anything from its operation: with a
+     * committer the commit is queued and a poll says "assigning" until it is
+     * written (registration_poll).
+     */
+    r = assign_commit(st, ctx->committer, false, job, state, etag, now);
+    if (r == PROV_ELIMIT) {
+        attest_fail(reply, DPS_THROTTLED, "too many registrations in progress, retry later",
+                    "commit queue full");
+        reply->retry_after = ctx->cfg->retry_after;
+        goto out;
+    }
     if (r != 0) {
         attest_fail(reply, DPS_INTERNAL, "internal error", "store commit: %s", prov_strerror(r));
         goto out;
@@ -551,11 +563,23 @@ void registration_poll(struct reg_ctx *ctx, const struct reg_request *req, const
     const char *status;
     int r;
 
+    struct reg_request auth = *req;
+
     memset(reply, 0, sizeof(*reply));
-    if (attest(ctx, req, &m, reply) != 0)
+    auth.auth_only = true;
+    if (attest(ctx, &auth, &m, reply) != 0)
         return;
     attest_match_release(&m);
     r = st->ops->operation_get(st, req->scope, operation_id, (long long)time(NULL), &op);
+    if (r == PROV_ENOTFOUND && ctx->committer != NULL &&
+        !committer_pending(ctx->committer, req->scope, operation_id, req->registration_id)) {
+        /* not queued (any more): it may have been written since the first read */
+        r = st->ops->operation_get(st, req->scope, operation_id, (long long)time(NULL), &op);
+    } else if (r == PROV_ENOTFOUND && ctx->committer != NULL) {
+        /* accepted, not yet durable: the device must not learn more until it is */
+        accepted(ctx, req, operation_id, reply);
+        return;
+    }
     if (r == PROV_ENOTFOUND || (r == 0 && !str_ieq(op.id, req->registration_id))) {
         attest_fail(reply, DPS_OPERATION_NOT_FOUND, "operation not found",
                     "operation %.80s not found for this registration", operation_id);
@@ -590,8 +614,11 @@ void registration_status(struct reg_ctx *ctx, const struct reg_request *req,
     struct store_doc reg = {0};
     int r;
 
+    struct reg_request auth = *req;
+
     memset(reply, 0, sizeof(*reply));
-    if (attest(ctx, req, &m, reply) != 0)
+    auth.auth_only = true;
+    if (attest(ctx, &auth, &m, reply) != 0)
         return;
     attest_match_release(&m);
     r = st->ops->registration_get(st, req->scope, req->registration_id, &reg);

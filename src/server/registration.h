@@ -46,11 +46,13 @@ enum dps_device_error {
 };
 
 struct assigner;
+struct committer;
 
 struct reg_ctx {
     const struct config *cfg;
-    struct store *store;
+    struct store *store;       /* this thread's connection: reads, and commits without committer */
     struct assigner *assigner; /* for hub connectors and webhooks; NULL: record hubs only */
+    struct committer *committer; /* group commit off the loop; NULL: commit on store */
 };
 
 struct reg_request {
@@ -60,6 +62,8 @@ struct reg_request {
     const json_t *body;          /* the DeviceRegistration object (borrowed), or NULL */
     X509 *peer_leaf;             /* TLS client certificate (borrowed), or NULL */
     STACK_OF(X509) *peer_chain;  /* further certificates the client sent (borrowed), or NULL */
+    /* set by polls and status lookups: authenticate only, no result documents needed */
+    bool auth_only;
 };
 
 struct reg_reply {

@@ -27,6 +27,7 @@
 #include "../store/store.h"
 #include "http.h"
 #include "assign.h"
+#include "committer.h"
 #include "mqtt_conn.h"
 #include "webhook.h"
 
@@ -76,6 +77,8 @@ static SSL_CTX *make_ssl_ctx(const struct config *cfg, char *err, size_t errlen)
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* idle connections (MQTT devices) keep no 16 KB+ read and write buffers */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
         snprintf(err, errlen, "--tls-cert: cannot load certificate chain '%s'", cfg->tls_cert);
         goto fail;
@@ -559,7 +562,9 @@ int server_start(struct server *srv, char *err, size_t errlen)
         }
         srv->maint_started = true;
     }
-    if (assigner_start(cfg, srv->store_path, &srv->assigner, err, errlen) != 0)
+    if (committer_start(srv->store_path, &srv->committer, err, errlen) != 0)
+        return PROV_ESTORE;
+    if (assigner_start(cfg, srv->store_path, srv->committer, &srv->assigner, err, errlen) != 0)
         return PROV_EINTERNAL;
     for (int i = 0; i < n; i++) {
         if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
@@ -593,6 +598,8 @@ void server_wait(struct server *srv)
         pthread_join(srv->workers[i].thread, NULL);
     assigner_stop(srv->assigner);
     srv->assigner = NULL;
+    committer_stop(srv->committer); /* writes what is queued */
+    srv->committer = NULL;
     pthread_mutex_lock(&srv->maint_lock);
     srv->stopping = true;
     pthread_cond_signal(&srv->maint_cond);
@@ -629,6 +636,8 @@ void server_free(struct server *srv)
     store_close(srv->maint_store);
     assigner_stop(srv->assigner);
     srv->assigner = NULL;
+    committer_stop(srv->committer);
+    srv->committer = NULL;
     hub_close_all(&srv->cfg);
     if (srv->webhook_init)
         webhook_global_cleanup();

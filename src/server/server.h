@@ -52,6 +52,8 @@ struct server {
     bool maint_started;
     /* hub connectors and webhooks run here (assign.c), off the event loops */
     struct assigner *assigner;
+    /* registration commits, batched on their own thread (committer.c) */
+    struct committer *committer;
     bool webhook_init;
 };
 

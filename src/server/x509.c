@@ -695,6 +695,50 @@ bool x509_subject_cn(X509 *cert, char *out, size_t outlen)
     return ok;
 }
 
+bool x509_same_der(const char *text, X509 *cert)
+{
+    const char *dummy, *b, *e;
+    struct pem_block blk;
+    uint8_t *der = NULL, *mine = NULL, *p;
+    char *compact = NULL;
+    size_t n = 0;
+    int dlen, mlen;
+    bool same = false;
+
+    if (cert == NULL || !input_span(text, PROV_X509_MAX_TEXT, &b, &e, &dummy))
+        return false;
+    if ((size_t)(e - b) >= 5 && memcmp(b, "-----", 5) == 0) {
+        /* the base64 between the BEGIN line and the END line */
+        if (pem_next(b, e, &blk, &dummy) <= 0 || !label_is_cert(blk.label))
+            return false;
+        b = memchr(blk.begin, '\n', (size_t)(blk.end - blk.begin));
+        e = memmem(blk.begin, (size_t)(blk.end - blk.begin), "-----END", 8);
+        if (b == NULL || e == NULL || e < b)
+            return false;
+    }
+    if ((compact = malloc((size_t)(e - b) + 1)) == NULL)
+        return false;
+    for (const char *q = b; q < e; q++) {
+        if (is_b64_char(*q))
+            compact[n++] = *q;
+        else if (!is_space(*q))
+            goto out;
+    }
+    compact[n] = '\0';
+    mlen = i2d_X509(cert, NULL);
+    if (mlen <= 0 || (size_t)mlen > b64_decoded_max(n) ||
+        (der = malloc(b64_decoded_max(n) + 1)) == NULL || (mine = malloc((size_t)mlen)) == NULL)
+        goto out;
+    dlen = b64_decode(compact, n, der);
+    p = mine;
+    same = dlen == mlen && i2d_X509(cert, &p) == mlen && memcmp(der, mine, (size_t)mlen) == 0;
+out:
+    free(compact);
+    free(der);
+    free(mine);
+    return same;
+}
+
 bool x509_thumbprint_matches(X509 *cert, const char *thumbprint)
 {
     unsigned char want[32], have[EVP_MAX_MD_SIZE];

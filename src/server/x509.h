@@ -76,6 +76,13 @@ json_t *x509_info(X509 *cert);
 bool x509_subject_cn(X509 *cert, char *out, size_t outlen);
 
 /*
+ * Is cert the certificate stored as text (PEM or base64 DER, as enrollments
+ * hold it)? Compares DER bytes; nothing is parsed with OpenSSL, so this is
+ * cheap enough for every request of a pinned device.
+ */
+bool x509_same_der(const char *text, X509 *cert);
+
+/*
  * Compares a thumbprint as a client may write it (hex, any case, optional
  * ':' or ' ' separators anywhere, 40 digits = SHA-1 or 64 digits = SHA-256)
  * with cert's, with CRYPTO_memcmp. false for any other form.

@@ -53,6 +53,15 @@ typedef int (*store_list_cb)(void *arg, const struct store_doc *doc);
 
 struct store;
 
+/* One registration commit of a batch (registration_commit_many). */
+struct store_commit {
+    const char *scope;
+    struct store_doc reg;
+    struct store_doc op;
+    long long op_expires;
+    int result; /* set by the store: 0 or a negative PROV_E* */
+};
+
 struct store_ops {
     void (*close)(struct store *st);
 
@@ -101,6 +110,13 @@ struct store_ops {
      */
     int (*registration_commit)(struct store *st, const char *scope, const struct store_doc *reg,
                                const struct store_doc *op, long long op_expires);
+    /*
+     * Group commit: n registration commits in one durable transaction (one
+     * fsync). Each item's result is its own (an item that fails is undone
+     * without the others); when the transaction itself fails every result is
+     * that error, which is also returned.
+     */
+    int (*registration_commit_many)(struct store *st, struct store_commit *items, size_t n);
 
     /* Operations by id; PROV_ENOTFOUND once expired. doc->id is the registration id. */
     int (*operation_get)(struct store *st, const char *scope, const char *operation_id,

@@ -57,6 +57,9 @@ enum stmt_id {
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
+    S_SAVEPOINT,
+    S_SAVEPOINT_UNDO,
+    S_SAVEPOINT_RELEASE,
     S_ENR_GET,
     S_ENR_ETAG,
     S_ENR_INSERT,
@@ -90,6 +93,9 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
+    [S_SAVEPOINT] = "SAVEPOINT one_commit",
+    [S_SAVEPOINT_UNDO] = "ROLLBACK TO one_commit",
+    [S_SAVEPOINT_RELEASE] = "RELEASE one_commit",
     [S_ENR_GET] = ENR_COLS "WHERE scope = ?1 AND kind = ?2 AND id_key = ?3",
     [S_ENR_ETAG] = "SELECT etag FROM enrollments WHERE scope = ?1 AND kind = ?2 AND id_key = ?3",
     [S_ENR_INSERT] = "INSERT INTO enrollments(scope, kind, id_key, id, etag, attestation, doc,"
@@ -654,22 +660,17 @@ static int registration_list(struct store *st, const char *scope, const char *gr
     return run_list(ss, s, true, limit, cb, arg, more, what);
 }
 
-static int registration_commit(struct store *st, const char *scope, const struct store_doc *reg,
-                               const struct store_doc *op, long long op_expires)
+/* One registration commit's writes, inside the caller's transaction. */
+static int commit_one(struct sqlite_store *ss, const char *scope, const struct store_doc *reg,
+                      const struct store_doc *op, long long op_expires)
 {
     static const char what[] = "registration commit";
-    struct sqlite_store *ss = to_sqlite(st);
     sqlite3_stmt *s;
-    bool in_txn = false;
-    int r = PROV_EINTERNAL;
+    int r;
 
     if (scope == NULL || reg == NULL || op == NULL || reg->id == NULL || reg->etag == NULL ||
         reg->json == NULL || reg->updated == NULL || op->id == NULL || op->json == NULL)
         return PROV_EINVAL;
-    if ((r = txn_begin(ss)) != 0)
-        return r;
-    in_txn = true;
-
     s = ss->stmt[S_REG_UPSERT];
     if ((r = bind_args(ss, s, what, "tktktttt", scope, reg->id, reg->id, reg->group_id,
                        reg->etag, reg->json, reg->created != NULL ? reg->created : reg->updated,
@@ -677,7 +678,7 @@ static int registration_commit(struct store *st, const char *scope, const struct
         r = step(ss, s, what);
     stmt_done(s);
     if (r < 0)
-        goto out;
+        return r;
 
     s = ss->stmt[S_OP_INSERT];
     if ((r = bind_args(ss, s, what, "tttttI", op->id, scope, reg->id, op->json,
@@ -685,18 +686,57 @@ static int registration_commit(struct store *st, const char *scope, const struct
         r = step(ss, s, what);
     stmt_done(s);
     if (r < 0)
-        goto out;
+        return r;
     /* the id is another registration's (or another scope's) operation: the upsert did nothing */
-    if (sqlite3_changes(ss->db) == 0) {
-        r = PROV_EEXISTS;
-        goto out;
-    }
+    return sqlite3_changes(ss->db) == 0 ? PROV_EEXISTS : 0;
+}
 
-    in_txn = false;
-    r = txn_commit(ss);
-out:
-    if (in_txn)
+static int registration_commit(struct store *st, const char *scope, const struct store_doc *reg,
+                               const struct store_doc *op, long long op_expires)
+{
+    struct sqlite_store *ss = to_sqlite(st);
+    int r;
+
+    if ((r = txn_begin(ss)) != 0)
+        return r;
+    r = commit_one(ss, scope, reg, op, op_expires);
+    if (r != 0) {
         txn_rollback(ss);
+        return r;
+    }
+    return txn_commit(ss);
+}
+
+/*
+ * Group commit: every item in one transaction (one fsync), each inside a
+ * savepoint so that a failing item is undone alone.
+ */
+static int registration_commit_many(struct store *st, struct store_commit *items, size_t n)
+{
+    struct sqlite_store *ss = to_sqlite(st);
+    int r;
+
+    if ((r = txn_begin(ss)) != 0)
+        goto all_failed;
+    for (size_t i = 0; i < n; i++) {
+        struct store_commit *c = &items[i];
+
+        if ((r = exec_stmt(ss, S_SAVEPOINT, "savepoint")) != 0)
+            goto rollback;
+        c->result = commit_one(ss, c->scope, &c->reg, &c->op, c->op_expires);
+        if (c->result != 0 && (r = exec_stmt(ss, S_SAVEPOINT_UNDO, "rollback to savepoint")) != 0)
+            goto rollback;
+        if ((r = exec_stmt(ss, S_SAVEPOINT_RELEASE, "release savepoint")) != 0)
+            goto rollback;
+    }
+    if ((r = txn_commit(ss)) != 0)
+        goto all_failed;
+    return 0;
+rollback:
+    txn_rollback(ss);
+all_failed:
+    for (size_t i = 0; i < n; i++)
+        items[i].result = r;
     return r;
 }
 
@@ -750,6 +790,7 @@ static const struct store_ops sqlite_ops = {
     .registration_delete = registration_delete,
     .registration_list = registration_list,
     .registration_commit = registration_commit,
+    .registration_commit_many = registration_commit_many,
     .operation_get = operation_get,
     .operation_expire = operation_expire,
 };
@@ -1013,6 +1054,8 @@ int store_sqlite_open(const char *path, struct store **out, char *err, size_t er
         (r = open_exec(&o, "PRAGMA synchronous=FULL", true, "setting synchronous")) != 0 ||
         (r = open_exec(&o, "PRAGMA foreign_keys=ON", true, "enabling foreign keys")) != 0 ||
         (r = open_exec(&o, "PRAGMA secure_delete=FAST", true, "enabling secure delete")) != 0 ||
+        /* a larger page cache (16 MB a connection): fewer reads of hot index pages */
+        (r = open_exec(&o, "PRAGMA cache_size=-16384", true, "setting cache_size")) != 0 ||
         (r = migrate(&o)) != 0 || (r = prepare_all(&o, ss)) != 0)
         goto out;
     *out = &ss->base;
