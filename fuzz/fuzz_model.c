@@ -28,7 +28,10 @@ static const json_t *existing_doc(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const struct cfg_hub hubs[2] = {{"hub1.example.test", 1}, {"hub2.example.test", 1}};
+    static const struct cfg_hub hubs[2] = {
+        {.hostname = "hub1.example.test", .weight = 1, .apply_allocation_policy = true},
+        {.hostname = "hub2.example.test", .weight = 1, .apply_allocation_policy = true},
+    };
     json_t *body = NULL, *out = NULL, *view;
     const char *att = NULL;
     char err[512];
