@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,4 +344,25 @@ int buf_append_capped(char **data, size_t *len, size_t *cap, const void *p, size
     *len += n;
     (*data)[*len] = '\0';
     return 0;
+}
+
+static EVP_MD *md_sha256, *md_sha1;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+
+static void md_fetch(void)
+{
+    md_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    md_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+}
+
+const EVP_MD *prov_md_sha256(void)
+{
+    pthread_once(&md_once, md_fetch);
+    return md_sha256 != NULL ? md_sha256 : EVP_sha256();
+}
+
+const EVP_MD *prov_md_sha1(void)
+{
+    pthread_once(&md_once, md_fetch);
+    return md_sha1 != NULL ? md_sha1 : EVP_sha1();
 }

@@ -58,6 +58,15 @@ void str_lower(char *s);
  */
 int buf_append_capped(char **data, size_t *len, size_t *cap, const void *p, size_t n, size_t max);
 
+/*
+ * SHA-256 and SHA-1 fetched once from OpenSSL's default provider. EVP_sha256()
+ * and EVP_sha1() are fetched again on every use, under OpenSSL 3's provider
+ * locks; hot paths (allocation hashing, certificate thumbprints) use these.
+ */
+struct evp_md_st; /* EVP_MD, without pulling OpenSSL's headers into every user of util.h */
+const struct evp_md_st *prov_md_sha256(void);
+const struct evp_md_st *prov_md_sha1(void);
+
 void prov_freezero(void *p, size_t len);
 void prov_cleanse(void *p, size_t len);
 /* Constant-time equality of two equal-length buffers. */

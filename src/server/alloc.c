@@ -7,6 +7,8 @@
 
 #include <openssl/evp.h>
 
+#include "../common/util.h"
+
 static double unit_interval(const char *id, const char *host)
 {
     uint8_t md[32];
@@ -21,7 +23,7 @@ static double unit_interval(const char *id, const char *host)
     for (size_t i = 0; i < n; i++)
         lower[i] = (char)tolower((unsigned char)id[i]);
     lower[n] = '\0';
-    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+    if (ctx == NULL || EVP_DigestInit_ex(ctx, prov_md_sha256(), NULL) != 1 ||
         EVP_DigestUpdate(ctx, lower, n + 1) != 1 ||
         EVP_DigestUpdate(ctx, host, strlen(host)) != 1 ||
         EVP_DigestFinal_ex(ctx, md, &mdlen) != 1) {

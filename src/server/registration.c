@@ -399,7 +399,7 @@ static void leaf_thumbprint(X509 *leaf, char out[65])
     unsigned int len = 0;
 
     out[0] = '\0';
-    if (leaf != NULL && X509_digest(leaf, EVP_sha256(), md, &len) == 1 && len == sizeof(md))
+    if (leaf != NULL && X509_digest(leaf, prov_md_sha256(), md, &len) == 1 && len == sizeof(md))
         hex_encode(md, sizeof(md), out, true);
 }
 

@@ -441,12 +441,12 @@ static void thumbprint(X509 *cert, const EVP_MD *md, char *out, size_t mdlen)
 
 void x509_sha1_thumbprint(X509 *cert, char out[41])
 {
-    thumbprint(cert, EVP_sha1(), out, 20);
+    thumbprint(cert, prov_md_sha1(), out, 20);
 }
 
 void x509_sha256_thumbprint(X509 *cert, char out[65])
 {
-    thumbprint(cert, EVP_sha256(), out, 32);
+    thumbprint(cert, prov_md_sha256(), out, 32);
 }
 
 /* "YYYY-MM-DDTHH:MM:SSZ"; false (out = "") when the ASN.1 time is unreadable. */
@@ -764,7 +764,7 @@ bool x509_thumbprint_matches(X509 *cert, const char *thumbprint)
     if (digits != 40 && digits != 64)
         return false;
     ERR_set_mark();
-    if (X509_digest(cert, digits == 40 ? EVP_sha1() : EVP_sha256(), have, &havelen) == 1 &&
+    if (X509_digest(cert, digits == 40 ? prov_md_sha1() : prov_md_sha256(), have, &havelen) == 1 &&
         havelen == digits / 2)
         ok = CRYPTO_memcmp(want, have, havelen) == 0;
     ERR_pop_to_mark();
