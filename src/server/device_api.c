@@ -21,9 +21,10 @@ static void send_reply(struct http_response *resp, const struct http_request *re
                        struct reg_reply *reply)
 {
     if (reply->status >= 400 && reply->body != NULL) {
-        /* a TPM challenge: 401 with {"authenticationKey","keyName"}, no error body */
+        /* a TPM challenge: 401 with {"authenticationKey","keyName"}, no error body (and no
+           error code: the access log tells it from a refusal) */
         http_response_json(resp, reply->status, reply->body);
-        resp->error_code = reply->error_code;
+        resp->error_code = 0;
         snprintf(resp->log_note, sizeof(resp->log_note), "%s", reply->detail);
     } else if (reply->status >= 400) {
         http_response_error(resp, req, reply->error_code, "%s", reply->message);

@@ -141,7 +141,10 @@ static void on_request(void *arg, struct http_request *req, struct http_response
     if (req != NULL)
         router_handle(hc->c.w, req, resp);
     /* one access line per request: the summary every failure is logged by */
-    if (resp->status >= 400)
+    if (resp->status == 401 && resp->error_code == 0) /* a TPM challenge, not a refusal */
+        plog(LOG_INFO, "%s %s %s -> %d %s", hc->peer, req ? req->method_name : "-",
+             req ? req->path : "-", resp->status, resp->log_note);
+    else if (resp->status >= 400)
         plog(resp->status >= 500 ? LOG_ERROR : LOG_WARN, "%s %s %s -> %d %d %s", hc->peer,
              req ? req->method_name : "-", req ? req->path : "-", resp->status, resp->error_code,
              resp->log_note);
