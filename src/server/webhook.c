@@ -384,22 +384,15 @@ static int transfer_failure(CURL *h, CURLcode cc, const struct answer_buf *buf, 
     }
 }
 
-/* Judges a completed exchange: status, then (if wanted) the body as a JSON object. */
-static int judge_answer(long status, const struct answer_buf *buf, const char *what,
-                        json_t **response, char *err, size_t errlen)
+/* An answer body as a JSON object: 0 with *out, or PROV_EPROTO with err. */
+static int parse_object(const char *data, size_t len, const char *what, json_t **out, char *err,
+                        size_t errlen)
 {
     char ex[WEBHOOK_EXCERPT_MAX + 1];
     json_error_t jerr;
     json_t *j;
 
-    if (status < 200 || status > 299) {
-        webhook_excerpt(buf->data ? buf->data : "", buf->len, ex, WEBHOOK_EXCERPT_MAX);
-        snprintf(err, errlen, "%s answered %ld%s%s", what, status, ex[0] ? ": " : "", ex);
-        return PROV_EPROTO;
-    }
-    if (response == NULL || buf->len == 0)
-        return 0;
-    if ((j = json_loadb(buf->data, buf->len, 0, &jerr)) == NULL) {
+    if ((j = json_loadb(data, len, 0, &jerr)) == NULL) {
         webhook_excerpt(jerr.text, strlen(jerr.text), ex, 120);
         snprintf(err, errlen, "%s answer is not valid JSON: %s", what, ex);
         return PROV_EPROTO;
@@ -409,8 +402,24 @@ static int judge_answer(long status, const struct answer_buf *buf, const char *w
         snprintf(err, errlen, "%s answer is not a JSON object", what);
         return PROV_EPROTO;
     }
-    *response = j;
+    *out = j;
     return 0;
+}
+
+/* Judges a completed exchange: status, then (if wanted) the body as a JSON object. */
+static int judge_answer(long status, const struct answer_buf *buf, const char *what,
+                        json_t **response, char *err, size_t errlen)
+{
+    char ex[WEBHOOK_EXCERPT_MAX + 1];
+
+    if (status < 200 || status > 299) {
+        webhook_excerpt(buf->data ? buf->data : "", buf->len, ex, WEBHOOK_EXCERPT_MAX);
+        snprintf(err, errlen, "%s answered %ld%s%s", what, status, ex[0] ? ": " : "", ex);
+        return PROV_EPROTO;
+    }
+    if (response == NULL || buf->len == 0)
+        return 0;
+    return parse_object(buf->data, buf->len, what, response, err, errlen);
 }
 
 /* Runs one prepared POST; the handle and buffers belong to the caller. */
@@ -531,6 +540,24 @@ static int check_allocation(json_t *ans, const json_t *request, const char *what
         snprintf(err, errlen, "%s answer's initialTwin is not an object", what);
         return PROV_EPROTO;
     }
+    return 0;
+}
+
+int custom_allocation_parse(const char *body, size_t len, const json_t *request, json_t **answer,
+                            char *err, size_t errlen)
+{
+    static const char what[] = "custom allocation webhook";
+    json_t *ans = NULL;
+    int r;
+
+    *answer = NULL;
+    if ((r = parse_object(body, len, what, &ans, err, errlen)) != 0)
+        return r;
+    if ((r = check_allocation(ans, request, what, err, errlen)) != 0) {
+        json_decref(ans);
+        return r;
+    }
+    *answer = ans;
     return 0;
 }
 

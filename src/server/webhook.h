@@ -91,6 +91,15 @@ int custom_allocation_call(const char *url, long timeout_ms, const json_t *reque
 int webhook_url_check(const char *url);
 
 /*
+ * The checks custom_allocation_call applies to a 200 answer's body (len
+ * bytes, not NUL-terminated): a JSON object with a linked iotHubHostName, an
+ * object or null initialTwin. 0 with *answer (new reference), or PROV_EPROTO
+ * with *answer NULL and the reason in err. Untrusted input: fuzz_webhook.
+ */
+int custom_allocation_parse(const char *body, size_t len, const json_t *request,
+                            json_t **answer, char *err, size_t errlen);
+
+/*
  * scheme://host[:port] of url, for log lines (no user info, path or query);
  * "(invalid URL)" when it does not parse.
  */
