@@ -37,6 +37,7 @@
 #include "src/server/registration.h"
 #include "src/server/tpm_blob.h"
 #include "src/server/tpm_secret.h"
+#include "src/server/tpm_soft.h"
 #include "src/store/store.h"
 #include "testpki.h"
 
@@ -60,11 +61,6 @@ static size_t put16(uint8_t *p, uint16_t v)
     p[0] = (uint8_t)(v >> 8);
     p[1] = (uint8_t)v;
     return 2;
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)((p[0] << 8) | p[1]);
 }
 
 /* TPM2B_PUBLIC of an RSA-2048 restricted decryption key (EK or SRK template, §5.1). */
@@ -142,144 +138,14 @@ static void soft_tpm_free(struct soft_tpm *t)
 }
 
 /*
- * RSA-OAEP-SHA256 decryption with label (its NUL included); the length or -1.
- * out must hold the modulus size (OpenSSL refuses a smaller buffer).
- */
-static int oaep_decrypt(EVP_PKEY *pkey, const char *label, const uint8_t *in, size_t in_len,
-                        uint8_t *out, size_t cap)
-{
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-    size_t lab_len = strlen(label) + 1;
-    void *lab = OPENSSL_memdup(label, lab_len);
-    size_t outlen = cap;
-    int r = -1;
-
-    assert_non_null(ctx);
-    assert_non_null(lab);
-    assert_int_equal(EVP_PKEY_decrypt_init(ctx), 1);
-    assert_true(EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0);
-    assert_true(EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha256()) > 0);
-    assert_true(EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) > 0);
-    assert_true(EVP_PKEY_CTX_set0_rsa_oaep_label(ctx, lab, (int)lab_len) > 0);
-    if (EVP_PKEY_decrypt(ctx, out, &outlen, in, in_len) == 1)
-        r = (int)outlen;
-    EVP_PKEY_CTX_free(ctx);
-    ERR_clear_error();
-    return r;
-}
-
-static void cfb_decrypt(const uint8_t key[16], const uint8_t *in, size_t len, uint8_t *out)
-{
-    static const uint8_t iv[16];
-    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-    int n = 0, fin = 0;
-
-    assert_non_null(c);
-    assert_int_equal(EVP_DecryptInit_ex(c, EVP_aes_128_cfb128(), NULL, key, iv), 1);
-    assert_int_equal(EVP_DecryptUpdate(c, out, &n, in, (int)len), 1);
-    assert_int_equal(EVP_DecryptFinal_ex(c, out + n, &fin), 1);
-    assert_int_equal((size_t)(n + fin), len);
-    EVP_CIPHER_CTX_free(c);
-}
-
-static void hmac256(const uint8_t *key, size_t klen, const uint8_t *a, size_t alen,
-                    const uint8_t *b, size_t blen, uint8_t out[32])
-{
-    uint8_t buf[1024];
-    size_t outlen = 0;
-
-    assert_true(alen + blen <= sizeof(buf));
-    memcpy(buf, a, alen);
-    memcpy(buf + alen, b, blen);
-    assert_non_null(EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, klen, buf, alen + blen, out,
-                              32, &outlen));
-}
-
-static void sha256(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, uint8_t out[32])
-{
-    uint8_t buf[1024];
-    size_t outlen = 0;
-
-    assert_true(alen + blen <= sizeof(buf));
-    memcpy(buf, a, alen);
-    if (blen > 0)
-        memcpy(buf + alen, b, blen);
-    assert_int_equal(EVP_Q_digest(NULL, "SHA256", NULL, buf, alen + blen, out, &outlen), 1);
-}
-
-/*
  * What a TPM does with an activation blob (ActivateCredential, Import, then
- * reading the HMAC key): true with the 32-byte key in k when t's EK and SRK
- * open it and every integrity check holds, false when a private key cannot.
+ * reading the HMAC key; src/server/tpm_soft.c, every integrity check
+ * included): true with the 32-byte key in k when t's EK and SRK open it,
+ * false when they cannot.
  */
 static bool soft_tpm_open(const struct soft_tpm *t, const char *blob_b64, uint8_t k[32])
 {
-    uint8_t blob[2048], seed[256], sym[16], hkey[32], mac[32], inner[16], name[34];
-    uint8_t plain[512], tmp[512];
-    const uint8_t *el[6];
-    size_t el_len[6], off = 0;
-    int n = b64_decode(blob_b64, strlen(blob_b64), blob);
-
-    assert_true(n > 0);
-    for (int i = 0; i < 6; i++) {
-        assert_true(off + 2 <= (size_t)n);
-        el[i] = blob + off + 2;
-        el_len[i] = get16(blob + off);
-        off += 2 + el_len[i];
-        assert_true(off <= (size_t)n);
-    }
-    assert_int_equal(off, (size_t)n);
-    /* ActivateCredential: the seed under the EK, the credential bound to Name(SRK) */
-    if (oaep_decrypt(t->ek_key, "IDENTITY", el[1], el_len[1], seed, sizeof(seed)) != 32)
-        return false;
-    assert_int_equal(get16(el[0]), 32);
-    assert_int_equal(tpm_kdfa(seed, 32, "INTEGRITY", NULL, 0, NULL, 0, 256, hkey), 0);
-    hmac256(hkey, 32, el[0] + 34, el_len[0] - 34, t->srk.name, TPM_NAME_SIZE, mac);
-    assert_memory_equal(mac, el[0] + 2, 32);
-    assert_int_equal(tpm_kdfa(seed, 32, "STORAGE", t->srk.name, TPM_NAME_SIZE, NULL, 0, 128, sym),
-                     0);
-    assert_int_equal(el_len[0] - 34, 18);
-    cfb_decrypt(sym, el[0] + 34, 18, plain);
-    assert_int_equal(get16(plain), 16);
-    memcpy(inner, plain + 2, 16);
-    /* Import: the duplicate's seed under the SRK, outer then inner wrapper */
-    if (oaep_decrypt(t->srk_key, "DUPLICATE", el[3], el_len[3], seed, sizeof(seed)) != 32)
-        return false;
-    name[0] = 0x00;
-    name[1] = 0x0B;
-    sha256(el[4], el_len[4], NULL, 0, name + 2);
-    assert_int_equal(get16(el[2]), 32);
-    assert_int_equal(tpm_kdfa(seed, 32, "INTEGRITY", NULL, 0, NULL, 0, 256, hkey), 0);
-    hmac256(hkey, 32, el[2] + 34, el_len[2] - 34, name, sizeof(name), mac);
-    assert_memory_equal(mac, el[2] + 2, 32);
-    assert_int_equal(tpm_kdfa(seed, 32, "STORAGE", name, sizeof(name), NULL, 0, 128, sym), 0);
-    assert_true(el_len[2] - 34 <= sizeof(tmp));
-    cfb_decrypt(sym, el[2] + 34, el_len[2] - 34, tmp);
-    cfb_decrypt(inner, tmp, el_len[2] - 34, plain);
-    /* TPM2B(innerIntegrity) ‖ TPM2B_SENSITIVE */
-    assert_int_equal(get16(plain), 32);
-    {
-        const uint8_t *sens = plain + 34;
-        size_t sens_len = el_len[2] - 34 - 34;
-        const uint8_t *p = sens + 2;
-        uint16_t auth_len, obf_len, key_len;
-
-        sha256(sens, sens_len, name, sizeof(name), mac);
-        assert_memory_equal(mac, plain + 2, 32);
-        assert_int_equal(get16(sens), sens_len - 2);
-        assert_int_equal(get16(p), 0x0008); /* keyedHash */
-        auth_len = get16(p + 2);
-        obf_len = get16(p + 4 + auth_len);
-        key_len = get16(p + 6 + auth_len + obf_len);
-        assert_int_equal(obf_len, 32);
-        assert_int_equal(key_len, 32);
-        memcpy(k, p + 8 + auth_len + obf_len, 32);
-        /* the public area's unique = H(obfuscation ‖ K) */
-        sha256(p + 6 + auth_len, 32, k, 32, mac);
-        assert_memory_equal(mac, el[4] + el_len[4] - 32, 32);
-    }
-    OPENSSL_cleanse(seed, sizeof(seed));
-    return true;
+    return tpm_soft_open(t->ek_key, t->srk_key, t->srk.name, blob_b64, k) == 0;
 }
 
 /* ---- fixture ------------------------------------------------------------------------ */
