@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 
 #include "../common/limits.h"
+#include "../common/curl_errors.h"
 #include "../common/util.h"
 #include "lib.h"
 
@@ -57,35 +58,6 @@ static int read_retry_after(CURL *h)
     if (curl_easy_header(h, "Retry-After", 0, CURLH_HEADER, -1, &hdr) != CURLHE_OK)
         return lib_retry_after(NULL);
     return lib_retry_after(hdr->value);
-}
-
-static int map_curl_error(CURLcode cc)
-{
-    switch (cc) {
-    case CURLE_OUT_OF_MEMORY:
-        return PROV_ENOMEM;
-    case CURLE_OPERATION_TIMEDOUT:
-        return PROV_ETIMEOUT;
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_ENGINE_INITFAILED:
-    case CURLE_SSL_SHUTDOWN_FAILED:
-        return PROV_ETLS;
-    case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT:
-        return PROV_EINVAL;
-    case CURLE_WEIRD_SERVER_REPLY:
-        return PROV_EPROTO;
-    default:
-        return PROV_EIO;
-    }
 }
 
 /* Creates the easy handle once, with the settings every request shares. */
@@ -281,7 +253,7 @@ static int exchange(struct prov_client *c, const char *url, const char *body,
             const char *why = errbuf[0] ? errbuf : curl_easy_strerror(cc);
             bool hint = false;
 
-            r = map_curl_error(cc);
+            r = prov_curl_error(cc);
             /*
              * With TLS 1.3 a server checks the client certificate after the
              * client has finished its side of the handshake, so a refusal

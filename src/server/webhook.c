@@ -21,6 +21,7 @@
 #include "../common/errors.h"
 #include "../common/limits.h"
 #include "../common/log.h"
+#include "../common/curl_errors.h"
 #include "../common/util.h"
 #include "webhook.h"
 
@@ -296,24 +297,6 @@ static struct curl_slist *make_headers(void)
     return list;
 }
 
-static bool is_tls_error(CURLcode cc)
-{
-    switch (cc) {
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_ENGINE_INITFAILED:
-    case CURLE_SSL_SHUTDOWN_FAILED: return true;
-    default: return false;
-    }
-}
-
 /* true when the TCP connection (and, for https, the TLS handshake) completed. */
 static bool was_connected(CURL *h)
 {
@@ -344,7 +327,7 @@ static int transfer_failure(CURL *h, CURLcode cc, const struct answer_buf *buf, 
                                                              : WEBHOOK_CONNECT_TIMEOUT_MS);
         return PROV_ETIMEOUT;
     }
-    if (is_tls_error(cc)) {
+    if (prov_curl_error(cc) == PROV_ETLS) {
         webhook_excerpt(errbuf, strlen(errbuf), eb, sizeof(eb) - 1);
         snprintf(err, errlen, "%s TLS failed: %s", what, eb[0] ? eb : curl_easy_strerror(cc));
         return PROV_ETLS;
