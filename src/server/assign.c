@@ -40,15 +40,6 @@ static const char *json_str(const json_t *o, const char *key)
     return json_string_value(json_object_get(o, key));
 }
 
-static const struct cfg_hub *find_hub(const struct config *cfg, const char *host)
-{
-    for (size_t i = 0; host != NULL && i < cfg->nhubs; i++) {
-        if (str_ieq(cfg->hubs[i].hostname, host))
-            return &cfg->hubs[i];
-    }
-    return NULL;
-}
-
 static bool reprovision_flag(const json_t *enr, const char *name)
 {
     const json_t *v = json_object_get(json_object_get(enr, "reprovisionPolicy"), name);
@@ -87,7 +78,7 @@ static size_t candidate_hubs(const struct config *cfg, const json_t *enr,
 
         json_array_foreach(list, i, v)
         {
-            const struct cfg_hub *h = find_hub(cfg, json_string_value(v));
+            const struct cfg_hub *h = config_find_hub(cfg, json_string_value(v));
 
             if (h != NULL && n < CFG_MAX_LIST)
                 out[n++] = h;
@@ -95,7 +86,7 @@ static size_t candidate_hubs(const struct config *cfg, const json_t *enr,
         return n;
     }
     if (json_str(enr, "iotHubHostName") != NULL) {
-        const struct cfg_hub *h = find_hub(cfg, json_str(enr, "iotHubHostName"));
+        const struct cfg_hub *h = config_find_hub(cfg, json_str(enr, "iotHubHostName"));
 
         if (h != NULL)
             out[n++] = h;
@@ -112,7 +103,7 @@ static size_t candidate_hubs(const struct config *cfg, const json_t *enr,
 static size_t linked_hubs(const struct config *cfg, const struct assign_job *job,
                           const struct cfg_hub **out)
 {
-    const struct cfg_hub *cur = find_hub(cfg, current_hub_name(job));
+    const struct cfg_hub *cur = config_find_hub(cfg, current_hub_name(job));
 
     if (cur != NULL && !reprovision_flag(job->enrollment, "updateHubAssignment")) {
         out[0] = cur;
@@ -147,7 +138,7 @@ bool assign_needs_thread(const struct config *cfg, const struct assign_job *job)
     next = choose_local(cfg, job);
     if (next != NULL && next->ops != NULL)
         return true;
-    cur = find_hub(cfg, current_hub_name(job));
+    cur = config_find_hub(cfg, current_hub_name(job));
     return cur != NULL && cur->ops != NULL && cur != next;
 }
 
@@ -337,7 +328,7 @@ json_t *assign_compute(const struct config *cfg, struct assign_job *job, const c
 {
     struct choice c = {0};
     const char *cur_name = current_hub_name(job);
-    const struct cfg_hub *cur = find_hub(cfg, cur_name);
+    const struct cfg_hub *cur = config_find_hub(cfg, cur_name);
     bool migrate = reprovision_flag(job->enrollment, "migrateDeviceData");
     bool moved;
     const char *substatus = "initialAssignment";
@@ -543,7 +534,7 @@ struct assigner {
 
 static void run_remove(struct assigner *a, struct assign_job *job)
 {
-    const struct cfg_hub *h = find_hub(a->cfg, job->hub);
+    const struct cfg_hub *h = config_find_hub(a->cfg, job->hub);
     char err[300];
 
     if (h == NULL || h->ops == NULL)
@@ -731,7 +722,7 @@ void assign_remove_later(struct assigner *a, const struct config *cfg, const cha
                          const char *registration_id, const char *record_json)
 {
     json_t *rec = record_json ? json_loads(record_json, 0, NULL) : NULL;
-    const struct cfg_hub *h = find_hub(cfg, json_str(rec, "assignedHub"));
+    const struct cfg_hub *h = config_find_hub(cfg, json_str(rec, "assignedHub"));
     const char *device_id = json_str(rec, "deviceId");
     struct assign_job *job;
 

@@ -272,13 +272,19 @@ static bool connector_scheme_ok(const char *url)
     return false;
 }
 
-static struct cfg_hub *find_hub(struct config *cfg, const char *host)
+const struct cfg_hub *config_find_hub(const struct config *cfg, const char *host)
 {
-    for (size_t i = 0; i < cfg->nhubs; i++) {
+    for (size_t i = 0; host != NULL && i < cfg->nhubs; i++) {
         if (str_ieq(cfg->hubs[i].hostname, host))
             return &cfg->hubs[i];
     }
     return NULL;
+}
+
+/* The same, for the parser, which still fills the hub in. */
+static struct cfg_hub *find_hub(struct config *cfg, const char *host)
+{
+    return (struct cfg_hub *)config_find_hub(cfg, host);
 }
 
 static int set_hub(struct config *cfg, const char *v, char *err, size_t errlen)

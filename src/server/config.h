@@ -94,6 +94,9 @@ void config_clear(struct config *cfg);
 /* "EnrollmentRead,EnrollmentWrite" -> bits; PROV_EINVAL on an unknown name. */
 int config_parse_rights(const char *s, unsigned *out);
 
+/* The linked hub whose host name equals host (case-insensitively), or NULL (also for NULL). */
+const struct cfg_hub *config_find_hub(const struct config *cfg, const char *host);
+
 /* Finds the configured scope equal (case-insensitively) to s, or NULL. */
 const char *config_find_scope(const struct config *cfg, const char *s);
 
