@@ -316,7 +316,9 @@ static void fill_device(const struct assign_job *job, const json_t *twin, struct
     }
     if (strcmp(job->attestation, "x509") == 0) {
         d->x509_cn = job->registration_id;
-        d->x509_thumbprint = job->x509_thumbprint[0] ? job->x509_thumbprint : NULL;
+        /* the thumbprint attestation already computed for registrationState.x509 */
+        d->x509_thumbprint = json_str(json_object_get(job->x509, "certificateInfo"),
+                                      "sha256Thumbprint");
     }
     d->initial_twin = twin;
     d->iot_edge =

@@ -50,7 +50,6 @@ struct assign_job {
     json_t *prev;    /* owned or NULL: the previous registration record */
     uint8_t key[64]; /* the device's hub key (attest_match.hub_key), wiped on free */
     size_t key_len;
-    char x509_thumbprint[65];
     char hub[256]; /* ASSIGN_REMOVE: the hub to remove device_id from */
     struct assign_job *next;
 };

@@ -6,9 +6,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/evp.h>
-#include <openssl/x509.h>
-
 #include "../common/errors.h"
 #include "../common/limits.h"
 #include "../common/log.h"
@@ -392,17 +389,6 @@ static const char *attestation_name(const struct reg_request *req, const struct 
     return "symmetricKey";
 }
 
-/* SHA-256 thumbprint (hex) of the device's certificate, for the hub connectors. */
-static void leaf_thumbprint(X509 *leaf, char out[65])
-{
-    unsigned char md[32];
-    unsigned int len = 0;
-
-    out[0] = '\0';
-    if (leaf != NULL && X509_digest(leaf, prov_md_sha256(), md, &len) == 1 && len == sizeof(md))
-        hex_encode(md, sizeof(md), out, true);
-}
-
 /*
  * The assignment job for an authenticated device; takes m's documents and key
  * and prev (the previous record, or NULL). NULL when out of memory.
@@ -438,8 +424,6 @@ static struct assign_job *job_from(const struct reg_request *req, struct attest_
     m->enrollment = m->x509 = m->tpm = NULL;
     memcpy(job->key, m->hub_key, m->hub_key_len);
     job->key_len = m->hub_key_len;
-    if (strcmp(job->attestation, "x509") == 0)
-        leaf_thumbprint(req->peer_leaf, job->x509_thumbprint);
     job->payload = json_is_object(payload) ? json_incref((json_t *)payload) : NULL;
     job->prev = prev;
     return job;
