@@ -112,21 +112,29 @@ static size_t linked_hubs(const struct config *cfg, const struct assign_job *job
     return candidate_hubs(cfg, job->enrollment, out);
 }
 
-/* A hub chosen without a webhook: NULL when none can take the device. */
-static const struct cfg_hub *choose_local(const struct config *cfg, const struct assign_job *job)
+/*
+ * A hub chosen without a webhook: NULL when none can take the device.
+ * Decided once per job (assign_needs_thread asks first, assign_compute after).
+ */
+static const struct cfg_hub *choose_local(const struct config *cfg, struct assign_job *job)
 {
     const struct cfg_hub *cands[CFG_MAX_LIST];
-    size_t n = linked_hubs(cfg, job, cands);
+    size_t n;
 
+    if (job->local_hub_known)
+        return job->local_hub;
+    n = linked_hubs(cfg, job, cands);
     if (n == 0)
-        return NULL;
-    if (n == 1 || policy_is(job->enrollment, "static"))
-        return cands[0];
-    /* hashed, and geoLatency (no latency data here: it falls back to hashed) */
-    return cands[alloc_hashed(job->registration_id, cands, n)];
+        job->local_hub = NULL;
+    else if (n == 1 || policy_is(job->enrollment, "static"))
+        job->local_hub = cands[0];
+    else /* hashed, and geoLatency (no latency data here: it falls back to hashed) */
+        job->local_hub = cands[alloc_hashed(job->registration_id, cands, n)];
+    job->local_hub_known = true;
+    return job->local_hub;
 }
 
-bool assign_needs_thread(const struct config *cfg, const struct assign_job *job)
+bool assign_needs_thread(const struct config *cfg, struct assign_job *job)
 {
     const struct cfg_hub *cur, *next;
 
@@ -317,8 +325,8 @@ static void fill_device(const struct assign_job *job, const json_t *twin, struct
     if (strcmp(job->attestation, "x509") == 0) {
         d->x509_cn = job->registration_id;
         /* the thumbprint attestation already computed for registrationState.x509 */
-        d->x509_thumbprint = json_str(json_object_get(job->x509, "certificateInfo"),
-                                      "sha256Thumbprint");
+        d->x509_thumbprint =
+            json_str(json_object_get(job->x509, "certificateInfo"), "sha256Thumbprint");
     }
     d->initial_twin = twin;
     d->iot_edge =

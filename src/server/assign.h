@@ -50,7 +50,9 @@ struct assign_job {
     json_t *prev;    /* owned or NULL: the previous registration record */
     uint8_t key[64]; /* the device's hub key (attest_match.hub_key), wiped on free */
     size_t key_len;
-    char hub[256]; /* ASSIGN_REMOVE: the hub to remove device_id from */
+    char hub[256];                   /* ASSIGN_REMOVE: the hub to remove device_id from */
+    const struct cfg_hub *local_hub; /* the choice without a webhook, once local_hub_known */
+    bool local_hub_known;
     struct assign_job *next;
 };
 
@@ -58,7 +60,7 @@ struct assign_job {
 void assign_job_free(struct assign_job *job);
 
 /* true when placing the device needs a connector or a webhook (must not run on a loop). */
-bool assign_needs_thread(const struct config *cfg, const struct assign_job *job);
+bool assign_needs_thread(const struct config *cfg, struct assign_job *job);
 
 /*
  * The final registration state of job (a new object; NULL only when out of
