@@ -27,6 +27,11 @@
 #   BENCH_BIG N          the large store (default 1000000; quick 20000)
 #   BENCH_IDLE N         idle MQTT connections (default 10000; quick 1000)
 #   BENCH_PERF=1         also profile provd with perf during one case
+#   BENCH_PERF_ATTESTATION  the case profiled: symkey (default) or x509, HTTPS
+#   BENCH_FOCUS=1        only what the HTTPS targets compare: the small store,
+#                        symmetric key and X.509 over HTTPS, provd and nginx
+#                        (no MQTT, TPM, large store or idle connections); for
+#                        trying a change quickly, not for docs/benchmarks.md
 #   BENCH_BUILD_DIR      default build-bench
 #   BENCH_REPORT         default $BENCH_BUILD_DIR/benchmarks.md
 #   BENCH_KEEP=1         keep the work directory (/tmp/provd-bench-*)
@@ -57,6 +62,8 @@ WORKERS=${BENCH_WORKERS:-$(nproc)}
 BUILD=${BENCH_BUILD_DIR:-build-bench}
 REPORT=${BENCH_REPORT:-$BUILD/benchmarks.md}
 PERF=${BENCH_PERF:-0}
+PERF_ATT=${BENCH_PERF_ATTESTATION:-symkey}
+FOCUS=${BENCH_FOCUS:-0}
 
 IP=127.0.0.171
 NGINX_IP=127.0.0.172
@@ -161,6 +168,8 @@ GROUP_KEY=$(openssl rand -base64 32) # the symmetric-key devices' keys are deriv
     echo "big=$BIG"
     echo "small=$SMALL"
     echo "idle=$IDLE"
+    echo "focus=$FOCUS"
+    echo "perf_att=$PERF_ATT"
     echo "repeat=$REPEAT"
 } >"$W/meta"
 
@@ -310,7 +319,8 @@ cases()
             if [ "$att" != tpm ]; then
                 run_case "$store-$att-https-nginx.r$rep" "$NGINX_IP" "$(nginx_pids)" "$att" \
                     https "$store"
-                run_case "$store-$att-mqtt-provd.r$rep" "$IP" "$PROVD_PID" "$att" mqtt "$store"
+                [ "$FOCUS" = 1 ] ||
+                    run_case "$store-$att-mqtt-provd.r$rep" "$IP" "$PROVD_PID" "$att" mqtt "$store"
             fi
         done
     done
@@ -319,11 +329,11 @@ cases()
 profile()
 {
     command -v perf >/dev/null || { log "perf is missing: no profile"; return 0; }
-    log "profiling provd (perf, symmetric key over HTTPS)"
+    log "profiling provd (perf, $PERF_ATT over HTTPS)"
     perf record -F 999 -o "$W/perf.data" -p "$PROVD_PID" -- sleep "$DURATION" \
         >"$W/perf.log" 2>&1 &
     local perf_pid=$!
-    run_case "profile.symkey-https" "$IP" "$PROVD_PID" symkey https big
+    run_case "profile.$PERF_ATT-https" "$IP" "$PROVD_PID" "$PERF_ATT" https "$1"
     wait "$perf_pid" || log "perf record: exit status $? ($(tail -c 300 "$W/perf.log"))"
     {
         echo "by library:"
@@ -496,7 +506,7 @@ p("VmHWM is the peak resident set of a provd started for this measurement (its s
   "holding the {} enrollments), read from /proc while the connections are held.".format(names["big"]))
 p("")
 if os.path.exists(w + "/results/profile.txt"):
-    p("## Profile (perf, provd, symmetric key over HTTPS)")
+    p("## Profile (perf, provd, {} over HTTPS)".format(atts.get(meta.get("perf_att"), "?")))
     p("")
     p("```")
     p(open(w + "/results/profile.txt").read().rstrip())
@@ -591,6 +601,25 @@ print("\n".join(out))
 EOF
 }
 
+# enroll_tpm: the TPM enrollments; TPM_OK=1 when this provd attests TPM devices
+enroll_tpm()
+{
+    log "enrolling: small-tpm (makes $((2 * NTPM)) RSA-2048 keys first)"
+    record "$BENCH" enroll --host "$IP" --ca "$W/ca.pem" --policy-key "$POLICY_KEY" --quiet \
+        --attestation tpm --prefix tpm- --count "$NTPM" --tpm-keys "$W/tpm.keys"
+    if "$BENCH" enroll --host "$IP" --ca "$W/ca.pem" --policy-key "$POLICY_KEY" --quiet \
+        --attestation tpm --prefix tpm- --count "$NTPM" --tpm-keys "$W/tpm.keys" \
+        >"$W/results/small-tpm.enroll" 2>"$W/results/tpm-probe.err" &&
+        "$BENCH" --host "$IP" --scope "$SCOPE" --ca "$W/ca.pem" --attestation tpm --prefix tpm- \
+            --count 1 --tpm-keys "$W/tpm.keys" --quiet >/dev/null 2>>"$W/results/tpm-probe.err"; then
+        TPM_OK=1
+        log "TPM attestation available"
+    else
+        echo "tpm=not measured: $(tr '\n' ' ' <"$W/results/tpm-probe.err" | head -c 300)" >>"$W/meta"
+        log "TPM attestation not measured: $(head -c 300 "$W/results/tpm-probe.err")"
+    fi
+}
+
 # ---- the run -----------------------------------------------------------------
 
 ulimit -n "$(ulimit -Hn)" # idle connections: one descriptor each, in provd and prov-bench
@@ -604,27 +633,21 @@ enroll small-x509 --attestation x509 --prefix x509- --count "$NX509" \
 
 # TPM: measured when this provd supports it (enrollments accepted, a first device assigned)
 TPM_OK=
-log "enrolling: small-tpm (makes $((2 * NTPM)) RSA-2048 keys first)"
-record "$BENCH" enroll --host "$IP" --ca "$W/ca.pem" --policy-key "$POLICY_KEY" --quiet \
-    --attestation tpm --prefix tpm- --count "$NTPM" --tpm-keys "$W/tpm.keys"
-if "$BENCH" enroll --host "$IP" --ca "$W/ca.pem" --policy-key "$POLICY_KEY" --quiet \
-    --attestation tpm --prefix tpm- --count "$NTPM" --tpm-keys "$W/tpm.keys" \
-    >"$W/results/small-tpm.enroll" 2>"$W/results/tpm-probe.err" &&
-    "$BENCH" --host "$IP" --scope "$SCOPE" --ca "$W/ca.pem" --attestation tpm --prefix tpm- \
-        --count 1 --tpm-keys "$W/tpm.keys" --quiet >/dev/null 2>>"$W/results/tpm-probe.err"; then
-    TPM_OK=1
-    log "TPM attestation available"
-else
-    echo "tpm=not measured: $(tr '\n' ' ' <"$W/results/tpm-probe.err" | head -c 300)" >>"$W/meta"
-    log "TPM attestation not measured: $(head -c 300 "$W/results/tpm-probe.err")"
-fi
+[ "$FOCUS" = 1 ] || enroll_tpm
 
 cases small
+if [ "$FOCUS" = 1 ]; then
+    [ "$PERF" != 1 ] || profile small
+    echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$W/meta"
+    mkdir -p "$(dirname "$REPORT")"
+    report | tee "$REPORT"
+    exit 0
+fi
 
 enroll big-symkey --prefix sym- --first "$NSYM" --count $((BIG - SMALL)) --group-key "$GROUP_KEY" \
     --concurrency "$WORKERS"
 cases big
-[ "$PERF" != 1 ] || profile
+[ "$PERF" != 1 ] || profile big
 
 log "restarting provd for the idle-connection measurement"
 stop_provd
