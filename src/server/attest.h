@@ -36,7 +36,11 @@ void attest_match_release(struct attest_match *m);
 void attest_fail(struct reg_reply *reply, int code, const char *message, const char *detail_fmt,
                  ...) __attribute__((format(printf, 4, 5)));
 
-/* Parses a stored document; NULL (logged) when it is not a JSON object. */
+/*
+ * Parses a stored enrollment, group or CA document (through this thread's
+ * doc_cache: the caller owns the result); NULL (logged) when it is not a JSON
+ * object.
+ */
 json_t *attest_load_doc(const struct store_doc *doc);
 
 /*

@@ -15,6 +15,7 @@
 #include "assign.h"
 #include "committer.h"
 #include "attest.h"
+#include "doc_cache.h"
 
 #define LOG_MODULE "registration"
 
@@ -131,6 +132,12 @@ static bool check_group(const struct sas_token *tok, const json_t *grp, const ch
 }
 
 json_t *attest_load_doc(const struct store_doc *doc)
+{
+    return doc_cache_load(doc);
+}
+
+/* A registration record or operation: read once per request, not worth caching. */
+static json_t *load_record(const struct store_doc *doc)
 {
     json_error_t e;
     json_t *j = json_loads(doc->json, 0, &e);
@@ -473,7 +480,7 @@ void registration_register(struct reg_ctx *ctx, const struct reg_request *req,
 
     r = st->ops->registration_get(st, req->scope, req->registration_id, &prev);
     if (r == 0)
-        prev_state = attest_load_doc(&prev);
+        prev_state = load_record(&prev);
     store_doc_release(&prev);
     if (r != 0 && r != PROV_ENOTFOUND) {
         attest_fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
@@ -574,7 +581,7 @@ void registration_poll(struct reg_ctx *ctx, const struct reg_request *req, const
         attest_fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
         return;
     }
-    doc = attest_load_doc(&op);
+    doc = load_record(&op);
     store_doc_release(&op);
     if (doc == NULL) {
         attest_fail(reply, DPS_INTERNAL, "internal error", "unreadable operation");
@@ -615,7 +622,7 @@ void registration_status(struct reg_ctx *ctx, const struct reg_request *req,
         attest_fail(reply, DPS_INTERNAL, "internal error", "store: %s", prov_strerror(r));
         return;
     }
-    reply->body = attest_load_doc(&reg);
+    reply->body = load_record(&reg);
     store_doc_release(&reg);
     if (reply->body == NULL) {
         attest_fail(reply, DPS_INTERNAL, "internal error", "unreadable registration record");
