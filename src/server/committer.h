@@ -17,8 +17,10 @@
 #ifndef PROV_SERVER_COMMITTER_H
 #define PROV_SERVER_COMMITTER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct committer;
 struct store_doc;
@@ -42,5 +44,36 @@ int committer_commit(struct committer *c, const char *scope, const struct store_
 /* true while the operation (of that scope and registration id) is queued or being written. */
 bool committer_pending(struct committer *c, const char *scope, const char *operation_id,
                        const char *registration_id);
+
+/*
+ * Tickets: every queued commit gets the next number (1, 2, ...), and batches
+ * are written in that order. committer_ticket gives the ticket of the
+ * operation while it is queued or being written (0 when it is not);
+ * committer_done tells, without a lock, whether that ticket is written. A
+ * poll of a queued operation is held on its ticket rather than answered
+ * "assigning" (device_api.c, server.c), so a device that polls at once does
+ * not poll again and again while its commit gathers.
+ */
+uint64_t committer_ticket(struct committer *c, const char *scope, const char *operation_id,
+                          const char *registration_id);
+bool committer_done(struct committer *c, uint64_t ticket);
+
+/*
+ * A worker holding requests on tickets. After each batch, notify(arg) is
+ * called on the committer thread, with its lock held (it must not block nor
+ * call back into the committer), when waiting is not 0 and at most the last
+ * ticket written. The worker stores its lowest awaited ticket in waiting
+ * (0: none) and checks committer_done after storing it, so no wake-up is
+ * lost. Listeners are added before requests arrive and cleared (all at once)
+ * before they are freed.
+ */
+#define COMMIT_LISTENERS_MAX 256
+struct committer_listener {
+    void (*notify)(void *arg);
+    void *arg;
+    _Atomic uint64_t waiting;
+};
+int committer_add_listener(struct committer *c, struct committer_listener *l);
+void committer_clear_listeners(struct committer *c);
 
 #endif

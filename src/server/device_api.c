@@ -109,10 +109,16 @@ void device_api_handle(struct worker *w, struct http_request *req, struct http_r
         rr.peer_leaf = SSL_get0_peer_certificate(req->conn->ssl);
         rr.peer_chain = SSL_get_peer_cert_chain(req->conn->ssl);
     }
+    rr.may_hold = !req->final_try;
     switch (op) {
     case REGISTER: registration_register(&ctx, &rr, &reply); break;
     case POLL: registration_poll(&ctx, &rr, opid, &reply); break;
     case STATUS: registration_status(&ctx, &rr, &reply); break;
+    }
+    if (reply.hold_ticket != 0) {
+        resp->hold_ticket = reply.hold_ticket; /* server.c asks again once it is written */
+        json_decref(body);
+        return;
     }
     send_reply(resp, req, &reply);
     json_decref(body);

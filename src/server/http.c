@@ -31,6 +31,10 @@ struct http_parser_state {
     int fail_code;           /* DPS error code to answer with, 0 = parser error */
     const char *fail_msg;
     bool in_message;
+    bool held;               /* the request in req is held (http_parser_state_resume) */
+    bool held_keep_alive;    /* what the held request said about the connection */
+    size_t consumed;         /* bytes of the last feed parsed, when it returned HTTP_FEED_HELD */
+    uint64_t hold_ticket;
     char peer[64];
     struct conn *conn;
 };
@@ -314,28 +318,86 @@ static int on_body(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+/*
+ * The status line, headers and body go into out as one contiguous piece: a
+ * TLS bufferevent writes each piece of its output buffer as its own record
+ * and write(2), so a response in pieces cost a record and a system call each.
+ */
 static void write_response(struct evbuffer *out, struct http_response *resp, bool head)
 {
     size_t blen = evbuffer_get_length(resp->body);
+    struct evbuffer *msg = evbuffer_new();
+    struct evbuffer *to = msg != NULL ? msg : out; /* out of memory: in pieces then */
 
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", resp->status, http_status_text(resp->status));
+    evbuffer_expand(to, 256 + resp->headers_len + (head ? 0 : blen));
+    evbuffer_add_printf(to, "HTTP/1.1 %d %s\r\n", resp->status, http_status_text(resp->status));
     if (blen > 0)
-        evbuffer_add_printf(out, "Content-Type: application/json; charset=utf-8\r\n");
+        evbuffer_add_printf(to, "Content-Type: application/json; charset=utf-8\r\n");
     if (resp->status != 204 && resp->status >= 200)
-        evbuffer_add_printf(out, "Content-Length: %zu\r\n", blen);
+        evbuffer_add_printf(to, "Content-Length: %zu\r\n", blen);
     if (resp->close)
-        evbuffer_add_printf(out, "Connection: close\r\n");
-    evbuffer_add(out, resp->headers, resp->headers_len);
-    evbuffer_add(out, "\r\n", 2);
+        evbuffer_add_printf(to, "Connection: close\r\n");
+    evbuffer_add(to, resp->headers, resp->headers_len);
+    evbuffer_add(to, "\r\n", 2);
     if (!head)
-        evbuffer_add_buffer(out, resp->body);
+        evbuffer_add_buffer(to, resp->body);
+    if (msg != NULL) {
+        (void)evbuffer_pullup(msg, -1);
+        evbuffer_add_buffer(out, msg);
+        evbuffer_free(msg);
+    }
+}
+
+/*
+ * Runs the handler for the request in ps->req and writes its response, unless
+ * the handler holds it (resp.hold_ticket): then the request, its body
+ * included, stays in ps->req for http_parser_state_resume.
+ */
+static void answer(struct http_parser_state *ps, bool keep_alive, bool final)
+{
+    struct http_request *req = &ps->req;
+    struct http_response resp = {0};
+
+    resp.body = evbuffer_new();
+    if (resp.body == NULL) {
+        /* no answer possible: close (the client sees the connection end) */
+        http_parser_pause(&ps->parser, 1);
+        ps->fail_code = -1;
+        ps->held = false;
+        return;
+    }
+    resp.close = !keep_alive;
+    req->final_try = final;
+    http_response_set_header(&resp, "x-ms-request-id", req->request_id);
+    ps->cb(ps->cb_arg, req, &resp);
+    if (resp.hold_ticket != 0 && !final) {
+        evbuffer_free(resp.body);
+        ps->held = true;
+        ps->held_keep_alive = keep_alive;
+        ps->hold_ticket = resp.hold_ticket;
+        http_parser_pause(&ps->parser, 1);
+        return;
+    }
+    ps->held = false;
+    if (resp.status == 0)
+        resp.status = 500;
+    write_response(ps->out, &resp, req->method == HM_HEAD);
+    evbuffer_free(resp.body);
+    prov_freezero(req->body, req->body_len); /* bodies may carry keys */
+    req->body = NULL;
+    ps->in_message = false;
+    if (resp.close) {
+        http_parser_pause(&ps->parser, 1);
+        ps->fail_code = -1; /* close without a further answer */
+    } else {
+        http_parser_pause(&ps->parser, 0);
+    }
 }
 
 static int on_message_complete(http_parser *p)
 {
     struct http_parser_state *ps = p->data;
     struct http_request *req = &ps->req;
-    struct http_response resp = {0};
 
     req->body = ps->body ? ps->body : strdup("");
     if (req->body == NULL)
@@ -346,23 +408,7 @@ static int on_message_complete(http_parser *p)
     req->conn = ps->conn;
     if (uuid_v4(req->request_id) != 0)
         return fail(ps, 500001, "no randomness");
-    resp.body = evbuffer_new();
-    if (resp.body == NULL)
-        return fail(ps, 500001, "out of memory");
-    resp.close = !http_should_keep_alive(p);
-    http_response_set_header(&resp, "x-ms-request-id", req->request_id);
-    ps->cb(ps->cb_arg, req, &resp);
-    if (resp.status == 0)
-        resp.status = 500;
-    write_response(ps->out, &resp, req->method == HM_HEAD);
-    evbuffer_free(resp.body);
-    prov_freezero(req->body, req->body_len); /* bodies may carry keys */
-    req->body = NULL;
-    ps->in_message = false;
-    if (resp.close) {
-        http_parser_pause(p, 1);
-        ps->fail_code = -1; /* close without a further answer */
-    }
+    answer(ps, http_should_keep_alive(p) != 0, false);
     return 0;
 }
 
@@ -407,11 +453,17 @@ int http_parser_state_feed(struct http_parser_state *ps, const char *data, size_
     size_t n;
     enum http_errno e;
 
+    if (ps->held)
+        return HTTP_FEED_HELD; /* nothing more until the held request is answered */
     ps->out = out;
     n = http_parser_execute(&ps->parser, &ps->settings, data, len);
     e = HTTP_PARSER_ERRNO(&ps->parser);
     if (ps->fail_code == -1)
         return 1; /* response written, close requested */
+    if (ps->held) {
+        ps->consumed = n;
+        return HTTP_FEED_HELD;
+    }
     if (e == HPE_OK && n == len)
         return 0;
     if (e == HPE_PAUSED)
@@ -438,4 +490,27 @@ int http_parser_state_feed(struct http_parser_state *ps, const char *data, size_
         evbuffer_free(resp.body);
     }
     return 1;
+}
+
+size_t http_parser_state_consumed(const struct http_parser_state *ps)
+{
+    return ps->consumed;
+}
+
+bool http_parser_state_held(const struct http_parser_state *ps, uint64_t *ticket)
+{
+    if (ps->held && ticket != NULL)
+        *ticket = ps->hold_ticket;
+    return ps->held;
+}
+
+int http_parser_state_resume(struct http_parser_state *ps, struct evbuffer *out, bool final)
+{
+    if (!ps->held)
+        return 0;
+    ps->out = out;
+    answer(ps, ps->held_keep_alive, final);
+    if (ps->held)
+        return HTTP_FEED_HELD;
+    return ps->fail_code == -1 ? 1 : 0;
 }

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -44,6 +45,7 @@ struct http_request {
     char request_id[37];       /* fresh UUID, echoed as x-ms-request-id / trackingId */
     char peer[64];             /* "ip:port" of the client */
     struct conn *conn;         /* the connection (TLS peer certificates later) */
+    bool final_try;            /* a held request asked again for the last time: answer now */
 };
 
 /* Case-insensitive lookup; NULL when absent. */
@@ -63,6 +65,15 @@ struct http_response {
     int error_code;          /* six-digit DPS code for the access log, 0 if none */
     char log_note[512];      /* why, for the access log (no secrets) */
     bool close;              /* close the connection after this response */
+    /*
+     * Set by a handler that cannot answer yet but will be able to once
+     * something with this ticket is done (a queued registration commit,
+     * committer.h): nothing is sent, the connection reads no further request,
+     * and the handler is called again for the same request when the
+     * connection layer resumes it (http_parser_state_resume), the last time
+     * with req->final_try set, when it must answer.
+     */
+    uint64_t hold_ticket;
 };
 
 void http_response_set_header(struct http_response *resp, const char *name, const char *value);
@@ -96,10 +107,27 @@ void http_parser_state_free(struct http_parser_state *ps);
 /*
  * Feeds len bytes. Complete requests are handled and their responses appended
  * to out (an evbuffer). Returns 0 to keep reading, 1 when the connection must
- * be closed once out is flushed (error responses have been appended already).
+ * be closed once out is flushed (error responses have been appended already),
+ * or HTTP_FEED_HELD (below).
  */
 int http_parser_state_feed(struct http_parser_state *ps, const char *data, size_t len,
                            struct evbuffer *out);
+/*
+ * feed's answer when the handler held a request: only
+ * http_parser_state_consumed() bytes of that feed were parsed; the caller
+ * keeps the rest and feeds it after http_parser_state_resume answered.
+ */
+#define HTTP_FEED_HELD 2
+size_t http_parser_state_consumed(const struct http_parser_state *ps);
+/* true while a request is held, with its ticket. */
+bool http_parser_state_held(const struct http_parser_state *ps, uint64_t *ticket);
+/*
+ * Calls the handler again for the held request (final: it must answer now)
+ * and writes the response to out: 0 (answered, keep reading), 1 (answered,
+ * close once out is flushed) or HTTP_FEED_HELD (held again). 0 when nothing
+ * is held.
+ */
+int http_parser_state_resume(struct http_parser_state *ps, struct evbuffer *out, bool final);
 /* Connection metadata copied into every request. */
 void http_parser_state_set_peer(struct http_parser_state *ps, const char *peer, struct conn *conn);
 

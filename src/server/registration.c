@@ -555,8 +555,22 @@ void registration_poll(struct reg_ctx *ctx, const struct reg_request *req, const
     int r;
 
     struct reg_request auth = *req;
+    uint64_t ticket;
 
     memset(reply, 0, sizeof(*reply));
+    /*
+     * Queued, not yet durable: the device must not learn more until it is.
+     * A transport that can hold the request is asked to, before any work is
+     * done (nothing is answered yet, so nothing is told before attestation);
+     * the whole poll runs once the commit is written.
+     */
+    ticket = req->may_hold ? committer_ticket(ctx->committer, req->scope, operation_id,
+                                              req->registration_id)
+                           : 0;
+    if (ticket != 0) {
+        reply->hold_ticket = ticket;
+        return;
+    }
     auth.auth_only = true;
     if (attest(ctx, &auth, &m, reply) != 0)
         return;
@@ -567,7 +581,6 @@ void registration_poll(struct reg_ctx *ctx, const struct reg_request *req, const
         /* not queued (any more): it may have been written since the first read */
         r = st->ops->operation_get(st, req->scope, operation_id, (long long)time(NULL), &op);
     } else if (r == PROV_ENOTFOUND && ctx->committer != NULL) {
-        /* accepted, not yet durable: the device must not learn more until it is */
         accepted(ctx, req, operation_id, reply);
         return;
     }

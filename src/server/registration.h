@@ -12,6 +12,7 @@
 #define PROV_SERVER_REGISTRATION_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <jansson.h>
 #include <openssl/x509.h>
@@ -64,6 +65,8 @@ struct reg_request {
     STACK_OF(X509) *peer_chain;  /* further certificates the client sent (borrowed), or NULL */
     /* set by polls and status lookups: authenticate only, no result documents needed */
     bool auth_only;
+    /* the transport can hold a poll until its commit is written (reply->hold_ticket) */
+    bool may_hold;
 };
 
 struct reg_reply {
@@ -73,6 +76,11 @@ struct reg_reply {
     char detail[512];    /* for the log only (may say more than the device may learn) */
     json_t *body;        /* success document, owned: release with reg_reply_release */
     int retry_after;     /* seconds, when > 0 */
+    /*
+     * Not 0: no answer yet; ask again once this committer ticket is written
+     * (only when the request said may_hold; nothing else in the reply is set).
+     */
+    uint64_t hold_ticket;
 };
 
 void reg_reply_release(struct reg_reply *reply);

@@ -11,6 +11,7 @@
 
 #include <openssl/ssl.h>
 
+#include "committer.h"
 #include "config.h"
 
 struct store;
@@ -34,6 +35,10 @@ struct worker {
     pthread_t thread;
     unsigned nconns;
     struct http_conn *conns; /* open connections (owned by this thread) */
+    /* polls held until their commit is written (server.c); woken by the committer */
+    struct http_conn *held;
+    struct event *commit_ev;
+    struct committer_listener listener;
     struct mqtt_conn *mqtt_conns; /* open MQTT connections (mqtt_conn.c) */
 };
 

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,6 +225,81 @@ static void test_pending_while_queued(void **state)
     assert_false(other);
 }
 
+static void count_notify(void *arg)
+{
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+/*
+ * Tickets are given in queue order and done once their batch is written; a
+ * listener is woken after the batch holding the ticket it waits for, not
+ * before, and no more once the listeners are cleared.
+ */
+static void test_tickets_and_listener(void **state)
+{
+    struct fixture *f = *state;
+    struct committer *c;
+    struct committer_listener l = {0};
+    atomic_int woken = 0;
+    struct store_doc reg, op;
+    char err[256];
+    uint64_t last = 0;
+    bool seen = false;
+
+    assert_int_equal(committer_start(f->path, &c, err, sizeof(err)), 0);
+    l.notify = count_notify;
+    l.arg = &woken;
+    atomic_init(&l.waiting, 0);
+    assert_int_equal(committer_add_listener(c, &l), 0);
+    assert_false(committer_done(c, 1));
+    docs("t-1", "top-1", &reg, &op);
+    assert_int_equal(committer_commit(c, SCOPE, &reg, &op, 1000), 0); /* ticket 1 */
+    assert_true(committer_done(c, 1));
+    assert_false(committer_done(c, 2));
+    assert_int_equal(atomic_load(&woken), 0); /* waiting 0: nobody to wake */
+    /* waiting for ticket 3: ticket 2's batch does not wake, ticket 3's does */
+    atomic_store(&l.waiting, 3);
+    docs("t-2", "top-2", &reg, &op);
+    assert_int_equal(committer_commit(c, SCOPE, &reg, &op, 1000), 0);
+    assert_int_equal(atomic_load(&woken), 0);
+    docs("t-3", "top-3", &reg, &op);
+    assert_int_equal(committer_commit(c, SCOPE, &reg, &op, 1000), 0);
+    assert_int_equal(atomic_load(&woken), 1);
+    assert_true(committer_done(c, 3));
+    /* queued commits have increasing tickets, and only their own operation has one */
+    for (int round = 0; round < 50 && !seen; round++) {
+        char rid[32], opid[32];
+
+        for (int i = 0; i < 200; i++) {
+            uint64_t t;
+
+            snprintf(rid, sizeof(rid), "tq-%d-%d", round, i);
+            snprintf(opid, sizeof(opid), "tqop-%d-%d", round, i);
+            docs(rid, opid, &reg, &op);
+            assert_int_equal(committer_submit(c, SCOPE, &reg, &op, 1000), 0);
+            t = committer_ticket(c, SCOPE, opid, rid);
+            if (t != 0) {
+                assert_true(t > last);
+                assert_true(t > 3);
+                assert_int_equal(committer_ticket(c, SCOPE, opid, "someone-else"), 0);
+                last = t;
+                seen = true;
+            }
+        }
+    }
+    assert_true(seen);
+    /* cleared: a batch wakes nobody */
+    committer_clear_listeners(c);
+    atomic_store(&l.waiting, 1);
+    atomic_store(&woken, 0);
+    docs("t-4", "top-4", &reg, &op);
+    assert_int_equal(committer_commit(c, SCOPE, &reg, &op, 1000), 0);
+    assert_int_equal(atomic_load(&woken), 0);
+    assert_int_equal(committer_ticket(NULL, SCOPE, "top-4", "t-4"), 0);
+    assert_true(committer_done(NULL, 99));
+    committer_stop(c);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -233,6 +309,7 @@ int main(void)
         T(test_submit_then_stop_writes_everything),
         T(test_commit_waits_and_pending),
         T(test_pending_while_queued),
+        T(test_tickets_and_listener),
     };
 
     return cmocka_run_group_tests_name("committer", tests, NULL, NULL);

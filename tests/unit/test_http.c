@@ -55,6 +55,9 @@ struct ctx {
     int last_error_code;
     bool close_next;      /* handler asks to close after its answer */
     bool no_status;       /* handler leaves status at 0 */
+    int holds;            /* requests to /hold are held this many more times */
+    bool hold_on_final;   /* ... even when asked for the last time (a misbehaving handler) */
+    bool saw_final[MAX_SEEN];
 };
 
 static void handler(void *arg, struct http_request *req, struct http_response *resp)
@@ -103,6 +106,12 @@ static void handler(void *arg, struct http_request *req, struct http_response *r
     v = http_request_header(req, "x-trailing");
     snprintf(s->x_trailing, sizeof(s->x_trailing), "%s", v ? v : "(none)");
 
+    c->saw_final[c->nseen - 1] = req->final_try;
+    if (strcmp(req->path, "/hold") == 0 && c->holds > 0 && (!req->final_try || c->hold_on_final)) {
+        c->holds--;
+        resp->hold_ticket = 42;
+        return;
+    }
     if (c->no_status)
         return;
     o = json_pack("{s:s, s:I}", "path", req->path, "len", (json_int_t)req->body_len);
@@ -742,12 +751,107 @@ static void test_response_helpers(void **state)
     evbuffer_free(resp.body);
 }
 
+/*
+ * A held request: nothing is written, the parser stops after it (a pipelined
+ * request waits), resuming calls the handler again with the same request and
+ * body, and the last try must answer.
+ */
+static void test_hold_and_resume(void **state)
+{
+    struct fixture *f = *state;
+    const char *first = "PUT /hold HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{\"a\":\"b\"}";
+    char data[512];
+    size_t consumed;
+    uint64_t ticket = 0;
+    const char *out;
+
+    snprintf(data, sizeof(data), "%sGET /next HTTP/1.1\r\nHost: x\r\n\r\n", first);
+    f->c.holds = 2;
+    assert_false(http_parser_state_held(f->ps, NULL));
+    assert_int_equal(feed_str(f->ps, data, f->out), HTTP_FEED_HELD);
+    consumed = http_parser_state_consumed(f->ps);
+    assert_int_equal(consumed, strlen(first));
+    assert_int_equal(evbuffer_get_length(f->out), 0);
+    assert_int_equal(f->c.nseen, 1);
+    assert_true(http_parser_state_held(f->ps, &ticket));
+    assert_int_equal(ticket, 42);
+    /* more input while held is not parsed */
+    assert_int_equal(feed_str(f->ps, data + consumed, f->out), HTTP_FEED_HELD);
+    assert_int_equal(f->c.nseen, 1);
+    /* asked again: held again */
+    assert_int_equal(http_parser_state_resume(f->ps, f->out, false), HTTP_FEED_HELD);
+    assert_int_equal(f->c.nseen, 2);
+    assert_int_equal(evbuffer_get_length(f->out), 0);
+    /* the last time: answered */
+    assert_int_equal(http_parser_state_resume(f->ps, f->out, true), 0);
+    assert_false(http_parser_state_held(f->ps, NULL));
+    assert_int_equal(f->c.nseen, 3);
+    assert_false(f->c.saw_final[0]);
+    assert_false(f->c.saw_final[1]);
+    assert_true(f->c.saw_final[2]);
+    for (int i = 1; i < 3; i++) {
+        assert_string_equal(f->c.seen[i].path, "/hold");
+        assert_string_equal(f->c.seen[i].body, "{\"a\":\"b\"}");
+        assert_string_equal(f->c.seen[i].request_id, f->c.seen[0].request_id);
+    }
+    /* nothing held: resume is a no-op */
+    assert_int_equal(http_parser_state_resume(f->ps, f->out, true), 0);
+    assert_int_equal(f->c.nseen, 3);
+    /* the pipelined request, fed again by the connection layer */
+    assert_int_equal(feed_str(f->ps, data + consumed, f->out), 0);
+    assert_int_equal(f->c.nseen, 4);
+    assert_string_equal(f->c.seen[3].path, "/next");
+    out = out_str(f->out);
+    assert_int_equal(count_substr(out, "HTTP/1.1 200 OK\r\n"), 2);
+    assert_true(strstr(out, "\"path\":\"/hold\"") < strstr(out, "\"path\":\"/next\""));
+}
+
+/* A handler that holds even on the last try gets a 500 written for it. */
+static void test_hold_on_final_answers(void **state)
+{
+    struct fixture *f = *state;
+
+    f->c.holds = 5;
+    f->c.hold_on_final = true;
+    assert_int_equal(feed_str(f->ps, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n", f->out),
+                     HTTP_FEED_HELD);
+    assert_int_equal(http_parser_state_resume(f->ps, f->out, true), 0);
+    assert_non_null(strstr(out_str(f->out), "HTTP/1.1 500 "));
+    assert_false(http_parser_state_held(f->ps, NULL));
+}
+
+/* A held request of a connection that is to close: answered, then close. */
+static void test_hold_then_close(void **state)
+{
+    struct fixture *f = *state;
+
+    f->c.holds = 1;
+    assert_int_equal(
+        feed_str(f->ps, "GET /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", f->out),
+        HTTP_FEED_HELD);
+    assert_int_equal(http_parser_state_resume(f->ps, f->out, false), 1);
+    assert_non_null(strstr(out_str(f->out), "\r\nConnection: close\r\n"));
+}
+
+/* A response is one contiguous piece of the output (one TLS record when sent). */
+static void test_response_one_piece(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(feed_str(f->ps, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n", f->out), 0);
+    assert_int_equal(evbuffer_peek(f->out, -1, NULL, NULL, 0), 1);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_simple_get),
+        T(test_hold_and_resume),
+        T(test_hold_on_final_answers),
+        T(test_hold_then_close),
+        T(test_response_one_piece),
         T(test_put_with_body),
         T(test_methods),
         T(test_head_has_no_body),
