@@ -9,10 +9,13 @@
  *
  * Durability is unchanged for devices: a device learns its result only by
  * polling its operation, and a poll of an operation that is still queued or
- * being written is answered "assigning" (committer_pending), so no device is
- * told "assigned" before its record is durable. Assigner threads, which must
- * order their final commit after the "assigning" one, use committer_commit,
- * which waits for durability; both go through the same FIFO.
+ * being written is held until its batch is written (tickets and listeners
+ * below; server.c) or, where it cannot be held, answered "assigning"
+ * (committer_pending), so no device is told "assigned" before its record is
+ * durable. Assigner threads, which must order their final commit after the
+ * "assigning" one, use committer_commit, which waits for durability; both go
+ * through the same FIFO. A batch gathers for up to 2 ms after its first
+ * commit (COMMIT_WINDOW_US in committer.c): one fsync for more commits.
  */
 #ifndef PROV_SERVER_COMMITTER_H
 #define PROV_SERVER_COMMITTER_H

@@ -1,5 +1,6 @@
 #include "mqtt_conn.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,12 @@ struct mqtt_conn {
     size_t sas_len;
     size_t discarded;
     char peer[64];
+    /* a poll held until its registration is committed (server.h), and what answers it */
+    struct held hold;
+    char poll_rid[PROV_MQTT_MAX_RID + 1];
+    size_t poll_rid_len;
+    char poll_opid[128];
+    char poll_tracking[37];
 };
 
 /*
@@ -161,6 +168,7 @@ static void conn_free(struct mqtt_conn *mc)
         mc->next->prev = mc->prev;
     if (mc->timer != NULL)
         event_free(mc->timer);
+    worker_unhold(w, &mc->hold);
     if (mc->bev != NULL)
         bufferevent_free(mc->bev); /* frees the SSL too (BEV_OPT_CLOSE_ON_FREE) */
     prov_freezero(mc->sas, mc->sas_len);
@@ -411,20 +419,97 @@ static void send_response(struct mqtt_conn *mc, const struct mqtt_dps_topic *t,
     json_decref(doc);
 }
 
+/* The pipeline's view of a request on this connection. */
+static void device_request(struct mqtt_conn *mc, struct reg_ctx *ctx, struct reg_request *rr)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    memset(rr, 0, sizeof(*rr));
+    ctx->cfg = mc->c.w->cfg;
+    ctx->store = mc->c.w->store;
+    ctx->assigner = mc->c.w->srv->assigner;
+    ctx->committer = mc->c.w->srv->committer;
+    rr->scope = mc->scope;
+    rr->registration_id = mc->rid;
+    rr->authorization = mc->sas;
+    /* the TLS client certificate, for X.509 attestation (verified there, not by TLS) */
+    rr->peer_leaf = SSL_get0_peer_certificate(mc->c.ssl);
+    rr->peer_chain = SSL_get_peer_cert_chain(mc->c.ssl);
+}
+
+/* One access line per request, as HTTP's (never the token), then the answer. */
+static void finish(struct mqtt_conn *mc, const struct mqtt_dps_topic *t, struct reg_reply *reply,
+                   const char *tracking, const char *opname)
+{
+    char ridtext[68];
+
+    printable(t->rid, t->rid_len > 64 ? 64 : t->rid_len, ridtext, sizeof(ridtext));
+    if (reply->status >= 400)
+        plog(reply->status >= 500 ? LOG_ERROR : LOG_WARN, "%s %s %s/%s $rid=%s -> %d %d %s",
+             mc->peer, opname, mc->scope, mc->rid, ridtext, reply->status, reply->error_code,
+             reply->detail);
+    else
+        plog(LOG_INFO, "%s %s %s/%s $rid=%s -> %d", mc->peer, opname, mc->scope, mc->rid,
+             ridtext, reply->status);
+    send_response(mc, t, reply, tracking);
+    reg_reply_release(reply);
+}
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void poll_release(struct held *h, bool final);
+
+/*
+ * A poll: answered now, or held until its registration is committed (the
+ * connection reads no further packet meanwhile). 0 when answered, 1 when held.
+ */
+static int answer_poll(struct mqtt_conn *mc, const struct mqtt_dps_topic *t, const char *opid,
+                       const char *tracking, bool final)
+{
+    struct reg_ctx ctx;
+    struct reg_request rr;
+    struct reg_reply reply = {0};
+
+    device_request(mc, &ctx, &rr);
+    rr.may_hold = !final;
+    registration_poll(&ctx, &rr, opid, &reply);
+    if (reply.hold_ticket != 0) {
+        if (t->rid != mc->poll_rid) {
+            memcpy(mc->poll_rid, t->rid, t->rid_len); /* rid_len <= PROV_MQTT_MAX_RID */
+            mc->poll_rid_len = t->rid_len;
+            snprintf(mc->poll_opid, sizeof(mc->poll_opid), "%s", opid);
+            snprintf(mc->poll_tracking, sizeof(mc->poll_tracking), "%s", tracking);
+        }
+        mc->hold.release = poll_release;
+        if (worker_hold(mc->c.w, &mc->hold, reply.hold_ticket) == 0)
+            return 1;
+        /* cannot hold: answer as it stands */
+        memset(&reply, 0, sizeof(reply));
+        rr.may_hold = false;
+        registration_poll(&ctx, &rr, opid, &reply);
+    }
+    finish(mc, t, &reply, tracking, "poll");
+    return 0;
+}
+
+/* The held poll's registration is committed (or the hold ran out): answer, read on. */
+static void poll_release(struct held *h, bool final)
+{
+    struct mqtt_conn *mc = (struct mqtt_conn *)(void *)((char *)h - offsetof(struct mqtt_conn, hold));
+    struct mqtt_dps_topic t = {.op = MQTT_DPS_POLL, .rid = mc->poll_rid, .rid_len = mc->poll_rid_len};
+
+    if (answer_poll(mc, &t, mc->poll_opid, mc->poll_tracking, final) != 0)
+        return; /* held again */
+    on_read(mc->bev, mc); /* the packets that waited (may free mc) */
+}
+
 /* 0 to go on, -1 when mc was freed. */
 static int on_publish(struct mqtt_conn *mc, const struct mqtt_publish *p)
 {
     struct mqtt_dps_topic t;
-    struct reg_ctx ctx = {
-        .cfg = mc->c.w->cfg,
-        .store = mc->c.w->store,
-        .assigner = mc->c.w->srv->assigner,
-        .committer = mc->c.w->srv->committer};
-    struct reg_request rr = {0};
+    struct reg_ctx ctx;
+    struct reg_request rr;
     struct reg_reply reply = {0};
     json_t *body = NULL;
-    char tracking[37], opid[128] = "", ridtext[68];
-    const char *opname;
+    char tracking[37], opid[128] = "";
     int r;
 
     r = mqtt_parse_dps_topic(p->topic.p, p->topic.len, &t);
@@ -438,7 +523,6 @@ static int on_publish(struct mqtt_conn *mc, const struct mqtt_publish *p)
         drop(mc, why);
         return -1;
     }
-    printable(t.rid, t.rid_len > 64 ? 64 : t.rid_len, ridtext, sizeof(ridtext));
     if (p->qos == 1) {
         uint8_t b[4];
         size_t n;
@@ -449,13 +533,7 @@ static int on_publish(struct mqtt_conn *mc, const struct mqtt_publish *p)
     }
     if (uuid_v4(tracking) != 0)
         snprintf(tracking, sizeof(tracking), "-");
-    opname = t.op == MQTT_DPS_REGISTER ? "register" : "poll";
-    rr.scope = mc->scope;
-    rr.registration_id = mc->rid;
-    rr.authorization = mc->sas;
-    /* the TLS client certificate, for X.509 attestation (verified there, not by TLS) */
-    rr.peer_leaf = SSL_get0_peer_certificate(mc->c.ssl);
-    rr.peer_chain = SSL_get_peer_cert_chain(mc->c.ssl);
+    device_request(mc, &ctx, &rr);
     if (t.op == MQTT_DPS_REGISTER) {
         if (p->payload_len > PROV_MAX_BODY) {
             reply.status = 413;
@@ -479,18 +557,10 @@ static int on_publish(struct mqtt_conn *mc, const struct mqtt_publish *p)
         snprintf(reply.message, sizeof(reply.message), "operation not found");
         snprintf(reply.detail, sizeof(reply.detail), "operationId does not decode or is too long");
     } else {
-        registration_poll(&ctx, &rr, opid, &reply);
+        (void)answer_poll(mc, &t, opid, tracking, false);
+        return 0;
     }
-    /* one access line per request, as HTTP's (never the token) */
-    if (reply.status >= 400)
-        plog(reply.status >= 500 ? LOG_ERROR : LOG_WARN, "%s %s %s/%s $rid=%s -> %d %d %s",
-             mc->peer, opname, mc->scope, mc->rid, ridtext, reply.status, reply.error_code,
-             reply.detail);
-    else
-        plog(LOG_INFO, "%s %s %s/%s $rid=%s -> %d", mc->peer, opname, mc->scope, mc->rid,
-             ridtext, reply.status);
-    send_response(mc, &t, &reply, tracking);
-    reg_reply_release(&reply);
+    finish(mc, &t, &reply, tracking, t.op == MQTT_DPS_REGISTER ? "register" : "poll");
     json_decref(body);
     return 0;
 }
@@ -546,6 +616,8 @@ static void on_read(struct bufferevent *bev, void *arg)
         const uint8_t *buf;
         int r;
 
+        if (mc->hold.active)
+            return; /* the packets wait until the held poll is answered */
         if (evbuffer_get_length(out) > OUT_HIGH_WATER) {
             /* the peer does not read its answers: wait until they drain */
             mc->throttled = true;
@@ -660,6 +732,8 @@ int mqtt_conn_start(struct worker *w, struct bufferevent *bev, SSL *ssl, const c
     bufferevent_setcb(bev, on_read, on_write, on_event, mc);
     /* reads are bounded by the CONNECT deadline and the keepalive timer, writes here */
     bufferevent_set_timeouts(bev, NULL, &idle);
+    /* what a connection buffers while a poll is held: a packet in full, and one more */
+    bufferevent_setwatermark(bev, EV_READ, 0, 2 * (PROV_MAX_MQTT_PACKET + 5));
     arm_timer(mc, &connect_to);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     return 0;

@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,19 +44,8 @@ struct http_conn {
     bool lingering;                /* answered and shut down: draining until the peer closes */
     size_t discarded;
     char peer[64];
-    /* a request held until its commit is written (committer.h tickets) */
-    bool held;
-    uint64_t ticket;
-    struct http_conn *held_prev, *held_next; /* the worker's held connections */
-    struct event *hold_timer;
+    struct held hold; /* a request held until its commit is written */
 };
-
-/*
- * Longest a poll is held for its commit; then it is answered as it stands
- * ("assigning", with Retry-After). A commit takes a few milliseconds unless
- * the disk stalls.
- */
-#define HOLD_MAX_MS 1000
 /* Input a connection buffers while its request is held (more than one request). */
 #define HELD_INPUT_MAX (2 * (PROV_MAX_BODY + PROV_MAX_HEADER_BYTES))
 
@@ -160,22 +150,6 @@ static struct event_base *new_worker_base(void)
     return base;
 }
 
-static void held_unlink(struct http_conn *hc)
-{
-    struct worker *w = hc->c.w;
-
-    if (!hc->held)
-        return;
-    if (hc->held_prev != NULL)
-        hc->held_prev->held_next = hc->held_next;
-    else
-        w->held = hc->held_next;
-    if (hc->held_next != NULL)
-        hc->held_next->held_prev = hc->held_prev;
-    hc->held_prev = hc->held_next = NULL;
-    hc->held = false;
-}
-
 static void conn_free(struct http_conn *hc)
 {
     struct worker *w = hc->c.w;
@@ -186,9 +160,7 @@ static void conn_free(struct http_conn *hc)
         w->conns = hc->next;
     if (hc->next != NULL)
         hc->next->prev = hc->prev;
-    held_unlink(hc);
-    if (hc->hold_timer != NULL)
-        event_free(hc->hold_timer);
+    worker_unhold(w, &hc->hold);
     if (hc->bev != NULL)
         bufferevent_free(hc->bev); /* frees the SSL too (BEV_OPT_CLOSE_ON_FREE) */
     http_parser_state_free(hc->ps);
@@ -233,7 +205,19 @@ static void start_linger(struct http_conn *hc)
     bufferevent_enable(hc->bev, EV_READ);
 }
 
-static void hold(struct http_conn *hc);
+static void http_release(struct held *h, bool final);
+
+/* Holds the request the parser holds; answers it at once when it cannot be held. */
+static void hold(struct http_conn *hc)
+{
+    uint64_t ticket;
+
+    if (!http_parser_state_held(hc->ps, &ticket))
+        return;
+    hc->hold.release = http_release;
+    if (worker_hold(hc->c.w, &hc->hold, ticket) != 0)
+        http_release(&hc->hold, true);
+}
 
 /* Feeds what the connection has read to its parser; stops at a held request. */
 static void serve(struct http_conn *hc)
@@ -241,7 +225,7 @@ static void serve(struct http_conn *hc)
     struct evbuffer *in = bufferevent_get_input(hc->bev);
     struct evbuffer *out = bufferevent_get_output(hc->bev);
 
-    if (hc->held)
+    if (hc->hold.active)
         return; /* the input waits (up to HELD_INPUT_MAX, the read watermark) */
     while (!hc->closing && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
@@ -273,14 +257,11 @@ static void serve(struct http_conn *hc)
 }
 
 /* Answers the held request (final: as it stands), then goes on with the input. */
-static void release(struct http_conn *hc, bool final)
+static void http_release(struct held *h, bool final)
 {
-    int r;
+    struct http_conn *hc = (struct http_conn *)(void *)((char *)h - offsetof(struct http_conn, hold));
+    int r = http_parser_state_resume(hc->ps, bufferevent_get_output(hc->bev), final);
 
-    held_unlink(hc);
-    if (hc->hold_timer != NULL)
-        evtimer_del(hc->hold_timer);
-    r = http_parser_state_resume(hc->ps, bufferevent_get_output(hc->bev), final);
     if (r == HTTP_FEED_HELD) {
         hold(hc);
         return;
@@ -290,11 +271,32 @@ static void release(struct http_conn *hc, bool final)
     serve(hc);
 }
 
+/* ---- held requests (server.h) ------------------------------------------- */
+
+static void held_unlink(struct worker *w, struct held *h)
+{
+    if (!h->active)
+        return;
+    if (h->prev != NULL)
+        h->prev->next = h->next;
+    else
+        w->held = h->next;
+    if (h->next != NULL)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+    h->active = false;
+    if (h->timer != NULL)
+        evtimer_del(h->timer);
+}
+
 static void on_hold_timeout(evutil_socket_t fd, short what, void *arg)
 {
+    struct held *h = arg;
+
     (void)fd;
     (void)what;
-    release(arg, true);
+    held_unlink(h->owner, h);
+    h->release(h, true);
 }
 
 /* Stores the lowest ticket the worker waits for, then makes sure it was not missed. */
@@ -308,26 +310,34 @@ static void await_ticket(struct worker *w, uint64_t ticket)
         event_active(w->commit_ev, EV_READ, 0);
 }
 
-static void hold(struct http_conn *hc)
+int worker_hold(struct worker *w, struct held *h, uint64_t ticket)
 {
-    struct worker *w = hc->c.w;
     struct timeval t = {HOLD_MAX_MS / 1000, (HOLD_MAX_MS % 1000) * 1000};
 
-    if (!http_parser_state_held(hc->ps, &hc->ticket))
-        return;
-    if (hc->hold_timer == NULL)
-        hc->hold_timer = evtimer_new(w->base, on_hold_timeout, hc);
-    if (hc->hold_timer == NULL || evtimer_add(hc->hold_timer, &t) != 0) {
-        release(hc, true); /* no timer: answer now rather than maybe never */
-        return;
-    }
-    hc->held = true;
-    hc->held_prev = NULL;
-    hc->held_next = w->held;
+    if (h->active)
+        held_unlink(w, h);
+    if (h->timer == NULL)
+        h->timer = evtimer_new(w->base, on_hold_timeout, h);
+    if (h->timer == NULL || evtimer_add(h->timer, &t) != 0)
+        return -1;
+    h->owner = w;
+    h->ticket = ticket;
+    h->active = true;
+    h->prev = NULL;
+    h->next = w->held;
     if (w->held != NULL)
-        w->held->held_prev = hc;
-    w->held = hc;
-    await_ticket(w, hc->ticket);
+        w->held->prev = h;
+    w->held = h;
+    await_ticket(w, ticket);
+    return 0;
+}
+
+void worker_unhold(struct worker *w, struct held *h)
+{
+    held_unlink(w, h);
+    if (h->timer != NULL)
+        event_free(h->timer);
+    h->timer = NULL;
 }
 
 /* A batch was written (committer thread): wake the worker. */
@@ -342,20 +352,22 @@ static void wake_worker(void *arg)
 static void on_commit(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    struct http_conn *hc, *next;
+    struct held *h, *next;
     uint64_t lowest = 0;
 
     (void)fd;
     (void)what;
     atomic_store(&w->listener.waiting, 0);
-    for (hc = w->held; hc != NULL; hc = next) {
-        next = hc->held_next;
-        if (committer_done(w->srv->committer, hc->ticket))
-            release(hc, false); /* a request held again goes to the head: not seen twice */
+    for (h = w->held; h != NULL; h = next) {
+        next = h->next;
+        if (committer_done(w->srv->committer, h->ticket)) {
+            held_unlink(w, h);
+            h->release(h, false); /* held again: at the head, not seen twice */
+        }
     }
-    for (hc = w->held; hc != NULL; hc = hc->held_next) {
-        if (lowest == 0 || hc->ticket < lowest)
-            lowest = hc->ticket;
+    for (h = w->held; h != NULL; h = h->next) {
+        if (lowest == 0 || h->ticket < lowest)
+            lowest = h->ticket;
     }
     if (lowest != 0)
         await_ticket(w, lowest);

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <openssl/ssl.h>
 
@@ -23,6 +24,28 @@ struct server;
 struct http_conn;
 struct mqtt_conn;
 
+/*
+ * A request held until a registration commit is written (committer.h
+ * tickets): a poll that would otherwise be answered "assigning" and come
+ * straight back. Embedded in a connection; the worker calls release once the
+ * ticket is written, or after HOLD_MAX_MS with final set (answer as it
+ * stands). release runs on the worker's loop and may hold again.
+ */
+#define HOLD_MAX_MS 1000
+struct held {
+    struct held *prev, *next; /* the worker's held requests */
+    bool active;
+    uint64_t ticket;
+    struct event *timer;
+    struct worker *owner;
+    void (*release)(struct held *h, bool final);
+};
+struct worker;
+/* Holds h (h->release set) on ticket; -1 when it cannot: answer at once. */
+int worker_hold(struct worker *w, struct held *h, uint64_t ticket);
+/* Stops holding h (no release call); frees its timer. For a connection being freed. */
+void worker_unhold(struct worker *w, struct held *h);
+
 struct worker {
     int index;
     struct server *srv;
@@ -36,7 +59,7 @@ struct worker {
     unsigned nconns;
     struct http_conn *conns; /* open connections (owned by this thread) */
     /* polls held until their commit is written (server.c); woken by the committer */
-    struct http_conn *held;
+    struct held *held;
     struct event *commit_ev;
     struct committer_listener listener;
     struct mqtt_conn *mqtt_conns; /* open MQTT connections (mqtt_conn.c) */

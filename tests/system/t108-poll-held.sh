@@ -4,9 +4,11 @@
 # 202 "assigning" and another poll); held at most 1 s, then answered
 # "assigning" with Retry-After as before. The commit is delayed for real: a
 # second SQLite connection (python3's sqlite3) holds the database's write lock
-# while curl registers and polls.
+# while curl (HTTPS) or prov-bench (MQTT) registers and polls.
 . "$(dirname "$0")/lib/lib.sh"
 lib_init 127.0.0.108 t108
+MQTT_PORT=8883
+BENCH=$PROVD_BUILD_DIR/src/bench/prov-bench
 
 # lock_db SECONDS: holds the store's write lock for SECONDS in the background
 # (returns once it is held; LOCK_PID is the holder).
@@ -117,7 +119,28 @@ case_held_poll_still_authenticated()
         fail "errorCode $(json_get errorCode)"
 }
 
+case_mqtt_held_until_committed()
+{
+    # prov-bench's device mq-0 has the key derived from G (its individual-enrollment mode)
+    local g out rc=0 polls assigned p50
+    g=$(rand_key 32)
+    service_put /enrollments/mq-0 "{\"registrationId\":\"mq-0\",\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"$(derive_key "$g" mq-0)\",\"secondaryKey\":\"$(rand_key 32)\"}}}"
+    [ "$HTTP_STATUS" = 200 ] || { fail "enrollment: HTTP $HTTP_STATUS $(body | head -c 300)"; return 1; }
+    lock_db 0.8 || return 1
+    out=$(timeout 30 "$BENCH" --host "$IP" --port "$MQTT_PORT" --scope "$SCOPE" --ca "$CA" \
+        --transport mqtt --prefix mq- --count 1 --group-key "$g" --ignore-retry-after --json \
+        --quiet 2>"$T/bench.err") || rc=$?
+    wait "$LOCK_PID"
+    [ $rc = 0 ] || { fail "prov-bench: exit $rc: $out $(head -c 300 "$T/bench.err")"; return 1; }
+    polls=$(printf '%s' "$out" | "$PY" -I -S -c 'import json,sys; print(json.load(sys.stdin)["polls"])')
+    assigned=$(printf '%s' "$out" | "$PY" -I -S -c 'import json,sys; print(json.load(sys.stdin)["assigned_total"])')
+    p50=$(printf '%s' "$out" | "$PY" -I -S -c 'import json,sys; print(json.load(sys.stdin)["p50_ms"] / 1000)')
+    [ "$assigned" = 1 ] && [ "$polls" = 1 ] || fail "assigned $assigned with $polls polls: $out"
+    secs_between "$p50" 0.3 5 || fail "assigned after ${p50}s: not held until the commit"
+}
+
 add_case "a poll that arrives while its registration is being committed is held, then answered assigned" case_held_until_committed
 add_case "a poll is held at most 1 s, then answered assigning with Retry-After" case_held_at_most_one_second
 add_case "a held poll is authenticated when it is answered (wrong key: 401)" case_held_poll_still_authenticated
+add_case "over MQTT too: the poll is held until the commit, one poll per device" case_mqtt_held_until_committed
 run_cases
