@@ -34,7 +34,8 @@
 #                        trying a change quickly, not for docs/benchmarks.md
 #   BENCH_BUILD_DIR      default build-bench
 #   BENCH_REPORT         default $BENCH_BUILD_DIR/benchmarks.md
-#   BENCH_KEEP=1         keep the work directory (/tmp/provd-bench-*)
+#   BENCH_KEEP=1         keep the work directory (/tmp/provd-bench-*), with the
+#                        keys in keys.env to drive it again by hand
 # provd listens on 127.0.0.171 (443, 8883) and nginx on 127.0.0.172 (443), so
 # this runs as root (as the system tests do); nginx comes from make deps.
 set -euo pipefail
@@ -141,6 +142,10 @@ done
 ) 2>/dev/null || die "certificate generation failed"
 POLICY_KEY=$(openssl rand -base64 32)
 GROUP_KEY=$(openssl rand -base64 32) # the symmetric-key devices' keys are derived from it
+if [ "${BENCH_KEEP:-0}" = 1 ]; then
+    # a kept work directory can be driven again by hand: . $W/keys.env
+    (umask 077 && printf 'POLICY_KEY=%s\nGROUP_KEY=%s\n' "$POLICY_KEY" "$GROUP_KEY" >"$W/keys.env")
+fi
 
 # ---- machine ---------------------------------------------------------------
 
