@@ -33,19 +33,25 @@ c.execute("COMMIT")
     return 1
 }
 
-# enroll_and_register REGID: an individual symmetric-key enrollment, then the
-# register PUT (202); sets KEY, AUTH and OP.
+# register REGID: the register PUT (202); sets OP.
+register()
+{
+    expect_status 202 PUT "/$SCOPE/registrations/$1/register?api-version=$API_DEV" \
+        -H "Authorization: $AUTH" -H 'Content-Type: application/json' \
+        --data-binary "{\"registrationId\":\"$1\"}" || return 1
+    OP=$(json_get operationId)
+    [ -n "$OP" ] || { fail "no operationId: $(body | head -c 300)"; return 1; }
+}
+
+# enroll_and_register REGID: an individual symmetric-key enrollment, then a
+# first registration; sets KEY, AUTH and OP.
 enroll_and_register()
 {
     KEY=$(rand_key 32)
     service_put "/enrollments/$1" "{\"registrationId\":\"$1\",\"attestation\":{\"type\":\"symmetricKey\",\"symmetricKey\":{\"primaryKey\":\"$KEY\",\"secondaryKey\":\"$(rand_key 32)\"}}}"
     [ "$HTTP_STATUS" = 200 ] || { fail "enrollment: HTTP $HTTP_STATUS $(body | head -c 300)"; return 1; }
     AUTH=$(device_sas "$KEY" "$1")
-    expect_status 202 PUT "/$SCOPE/registrations/$1/register?api-version=$API_DEV" \
-        -H "Authorization: $AUTH" -H 'Content-Type: application/json' \
-        --data-binary "{\"registrationId\":\"$1\"}" || return 1
-    OP=$(json_get operationId)
-    [ -n "$OP" ] || { fail "no operationId: $(body | head -c 300)"; return 1; }
+    register "$1"
 }
 
 # poll REGID: one poll; sets HTTP_STATUS and ELAPSED (seconds, as curl measured).
@@ -70,10 +76,7 @@ case_held_until_committed()
     enroll_and_register held-1 || return 1
     # the registration above is durable; the next one waits behind the lock
     lock_db 0.8 || return 1
-    expect_status 202 PUT "/$SCOPE/registrations/held-1/register?api-version=$API_DEV" \
-        -H "Authorization: $AUTH" -H 'Content-Type: application/json' \
-        --data-binary '{"registrationId":"held-1"}' || return 1
-    OP=$(json_get operationId)
+    register held-1 || return 1
     poll held-1
     wait "$LOCK_PID"
     [ "$HTTP_STATUS" = 200 ] && [ "$(json_get status)" = assigned ] ||
@@ -86,10 +89,7 @@ case_held_at_most_one_second()
 {
     enroll_and_register held-2 || return 1
     lock_db 3 || return 1
-    expect_status 202 PUT "/$SCOPE/registrations/held-2/register?api-version=$API_DEV" \
-        -H "Authorization: $AUTH" -H 'Content-Type: application/json' \
-        --data-binary '{"registrationId":"held-2"}' || return 1
-    OP=$(json_get operationId)
+    register held-2 || return 1
     poll held-2
     if [ "$HTTP_STATUS" != 202 ] || [ "$(json_get status)" != assigning ]; then
         fail "poll while the commit waits: HTTP $HTTP_STATUS $(body | head -c 300)"
@@ -107,10 +107,7 @@ case_held_poll_still_authenticated()
     # a wrong token is refused once the commit is written, not before, and not "assigned"
     enroll_and_register held-3 || return 1
     lock_db 0.6 || return 1
-    expect_status 202 PUT "/$SCOPE/registrations/held-3/register?api-version=$API_DEV" \
-        -H "Authorization: $AUTH" -H 'Content-Type: application/json' \
-        --data-binary '{"registrationId":"held-3"}' || return 1
-    OP=$(json_get operationId)
+    register held-3 || return 1
     AUTH=$(device_sas "$(rand_key 32)" held-3)
     poll held-3
     wait "$LOCK_PID"
