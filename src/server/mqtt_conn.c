@@ -57,10 +57,14 @@ struct mqtt_conn {
     char peer[64];
     /* a poll held until its registration is committed (server.h), and what answers it */
     struct held hold;
-    char poll_rid[PROV_MQTT_MAX_RID + 1];
-    size_t poll_rid_len;
-    char poll_opid[128];
-    char poll_tracking[37];
+    struct held_poll *poll; /* allocated at the first hold: idle connections do without */
+};
+
+struct held_poll {
+    char rid[PROV_MQTT_MAX_RID + 1];
+    size_t rid_len;
+    char opid[128];
+    char tracking[37];
 };
 
 /*
@@ -169,6 +173,7 @@ static void conn_free(struct mqtt_conn *mc)
     if (mc->timer != NULL)
         event_free(mc->timer);
     worker_unhold(w, &mc->hold);
+    free(mc->poll);
     if (mc->bev != NULL)
         bufferevent_free(mc->bev); /* frees the SSL too (BEV_OPT_CLOSE_ON_FREE) */
     prov_freezero(mc->sas, mc->sas_len);
@@ -471,16 +476,22 @@ static int answer_poll(struct mqtt_conn *mc, const struct mqtt_dps_topic *t, con
     device_request(mc, &ctx, &rr);
     rr.may_hold = !final;
     registration_poll(&ctx, &rr, opid, &reply);
-    if (reply.hold_ticket != 0) {
-        if (t->rid != mc->poll_rid) {
-            memcpy(mc->poll_rid, t->rid, t->rid_len); /* rid_len <= PROV_MQTT_MAX_RID */
-            mc->poll_rid_len = t->rid_len;
-            snprintf(mc->poll_opid, sizeof(mc->poll_opid), "%s", opid);
-            snprintf(mc->poll_tracking, sizeof(mc->poll_tracking), "%s", tracking);
+    if (reply.hold_ticket != 0 && mc->poll == NULL)
+        mc->poll = malloc(sizeof(*mc->poll)); /* NULL: answered as it stands, below */
+    if (reply.hold_ticket != 0 && mc->poll != NULL) {
+        struct held_poll *hp = mc->poll;
+
+        if (t->rid != hp->rid) {
+            memcpy(hp->rid, t->rid, t->rid_len); /* rid_len <= PROV_MQTT_MAX_RID */
+            hp->rid_len = t->rid_len;
+            snprintf(hp->opid, sizeof(hp->opid), "%s", opid);
+            snprintf(hp->tracking, sizeof(hp->tracking), "%s", tracking);
         }
         mc->hold.release = poll_release;
         if (worker_hold(mc->c.w, &mc->hold, reply.hold_ticket) == 0)
             return 1;
+    }
+    if (reply.hold_ticket != 0) {
         /* cannot hold: answer as it stands */
         memset(&reply, 0, sizeof(reply));
         rr.may_hold = false;
@@ -494,9 +505,10 @@ static int answer_poll(struct mqtt_conn *mc, const struct mqtt_dps_topic *t, con
 static void poll_release(struct held *h, bool final)
 {
     struct mqtt_conn *mc = (struct mqtt_conn *)(void *)((char *)h - offsetof(struct mqtt_conn, hold));
-    struct mqtt_dps_topic t = {.op = MQTT_DPS_POLL, .rid = mc->poll_rid, .rid_len = mc->poll_rid_len};
+    struct held_poll *hp = mc->poll;
+    struct mqtt_dps_topic t = {.op = MQTT_DPS_POLL, .rid = hp->rid, .rid_len = hp->rid_len};
 
-    if (answer_poll(mc, &t, mc->poll_opid, mc->poll_tracking, final) != 0)
+    if (answer_poll(mc, &t, hp->opid, hp->tracking, final) != 0)
         return; /* held again */
     on_read(mc->bev, mc); /* the packets that waited (may free mc) */
 }
