@@ -4,7 +4,11 @@
  * connection layer feeds them, first in one piece, then again split into
  * small pieces (the first input byte picks the piece size), so that callbacks
  * cut at every position are exercised. The handler touches the accessors the
- * API code uses and answers with a small JSON body.
+ * API code uses and answers with a small JSON body; a request whose path
+ * starts with "/h" is held first (as a poll waiting for its commit is) and
+ * resumed as the connection layer does: asked again, then for the last time,
+ * then the rest of the piece is fed, so pipelined input after a held request
+ * goes through the parser's pause and resume.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +30,10 @@ static void on_request(void *arg, struct http_request *req, struct http_response
     (void)arg;
     if (req == NULL)
         return; /* the parser answered on its own */
+    if (strncmp(req->path, "/h", 2) == 0 && !req->final_try) {
+        resp->hold_ticket = 1;
+        return;
+    }
     (void)http_query_param(req, "api-version", v, sizeof(v));
     (void)http_request_header(req, "Authorization");
     o = json_pack("{s:s, s:I}", "path", req->path, "len", (json_int_t)req->body_len);
@@ -43,13 +51,29 @@ static void feed(const uint8_t *data, size_t size, size_t piece)
     if (ps != NULL && out != NULL) {
         for (size_t off = 0; off < size; off += piece) {
             size_t n = size - off < piece ? size - off : piece;
+            const char *at = (const char *)data + off;
+            int r = http_parser_state_feed(ps, at, n, out);
 
-            if (http_parser_state_feed(ps, (const char *)data + off, n, out) != 0)
+            while (r == HTTP_FEED_HELD) {
+                size_t used = http_parser_state_consumed(ps);
+                int q = http_parser_state_resume(ps, out, false);
+
+                if (q == HTTP_FEED_HELD)
+                    q = http_parser_state_resume(ps, out, true);
+                if (q != 0)
+                    goto done; /* answered, and the connection would be closed */
+                /* the rest of this piece, as serve() feeds what stayed in its input */
+                at += used;
+                n -= used;
+                r = n > 0 ? http_parser_state_feed(ps, at, n, out) : 0;
+            }
+            if (r != 0)
                 break; /* the connection would be closed */
             /* the server writes answers out as it goes */
             evbuffer_drain(out, evbuffer_get_length(out));
         }
     }
+done:
     http_parser_state_free(ps);
     if (out != NULL)
         evbuffer_free(out);
