@@ -76,9 +76,11 @@ build-fuzz: deps
 run: build
 	@scripts/run.sh
 
+# The Node SDK tests run with the node on PATH and, when that is not Node 18,
+# again with Debian 12's Node 18 (scripts/node18.sh; what a fresh Debian 12 has).
 test: deps build build-san build-fuzz
 	$(PYTHON) tests/run_all.py --build-dir $(BUILD) --san-dir $(BUILD_SAN) \
-		--fuzz-dir $(BUILD_FUZZ) $(TESTFLAGS)
+		--fuzz-dir $(BUILD_FUZZ) --also-node "$$(scripts/node18.sh)" $(TESTFLAGS)
 
 # make bench: provd against an nginx baseline with prov-bench (release build in
 # build-bench/; BENCH_QUICK=1 for a short pass; see docs/benchmarks.md)
@@ -87,4 +89,4 @@ bench: deps
 	scripts/bench.sh
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ) build-logs tests/system/.work
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ) build-node18 build-logs tests/system/.work

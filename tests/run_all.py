@@ -5,7 +5,8 @@ Suites, in order:
   unit (build)       tests/unit binaries of the gcc build
   unit (build-san)   the same binaries built with ASan + UBSan
   system             tests/system/t[0-9]*.sh, then node --test tests/system/node/*.test.js,
-                     against the build-san binaries
+                     against the build-san binaries (and the node files again with every
+                     --also-node binary of another major version)
   fuzz               a short libFuzzer run of every build-fuzz/fuzz/fuzz_* over its corpus
 
 Every test program prints TAP on stdout. Counting rules (docs/development.md):
@@ -378,6 +379,35 @@ def run_system(args, summary):
         o = run_program(name, [node, "--test", "--test-reporter=tap"] + rel, SYSTEM_DIR, env,
                         NODE_TIMEOUT, os.path.join(LOG_DIR, "system", "node"))
         summary.add(o)
+        for other in args.also_node or []:
+            run_other_node(other, node, rel, env, summary)
+
+
+def node_major(node):
+    try:
+        out = subprocess.run([node, "-p", "process.versions.node"], capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    v = out.stdout.strip()
+    return v.split(".")[0] if out.returncode == 0 and v else None
+
+
+def run_other_node(other, node, rel, env, summary):
+    """The node test files again with another Node.js (a different major version)."""
+    major = node_major(other)
+    name = "node %s --test (%d file%s)" % (major or "?", len(rel), "" if len(rel) == 1 else "s")
+    if major is None:
+        o = Outcome(name)
+        o.fail("%s does not run" % other)
+        summary.add(o)
+        return
+    if major == node_major(node):
+        print("(node %s is the node on PATH: its run above counts)" % major)
+        return
+    o = run_program(name, [other, "--test", "--test-reporter=tap"] + rel, SYSTEM_DIR, env,
+                    NODE_TIMEOUT, os.path.join(LOG_DIR, "system", "node" + major))
+    summary.add(o)
 
 
 def fuzz_one(exe, seconds, logroot):
@@ -449,6 +479,9 @@ def main():
                     help="libFuzzer build (default: build-fuzz)")
     ap.add_argument("--fuzz-time", type=int, default=10, metavar="SECONDS",
                     help="fuzzing time per target (default: 10)")
+    ap.add_argument("--also-node", action="append", metavar="NODE",
+                    help="run the node test files again with this node binary, unless it is "
+                         "the same major version as the node on PATH (repeatable)")
     ap.add_argument("--skip-missing", action="store_true",
                     help="count a build directory that does not exist as skipped, not failed")
     ap.add_argument("--log-dir", default=None, metavar="DIR",
