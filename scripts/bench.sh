@@ -581,10 +581,9 @@ p("- **Enrollments.** Created through provd's service API, `POST /enrollments` b
   "pinned in their enrollments; TPM devices have RSA-2048 EK and SRK keys.")
 p("- **The large store.** The {} enrollments are the small store's {} plus symmetric-key "
   "enrollments; the symmetric-key devices driven are spread over the whole id range (every "
-  "n-th id), the X.509 and TPM devices are the same as in the small store. The bulk API "
-  "checks every X.509 certificate against all X.509 enrollments of the scope (a scan per "
-  "enrollment written), so a million X.509 enrollments would take hours to create through "
-  "it; the store's size, which is what the lookups feel, is the same. Only the driven devices "
+  "n-th id), the X.509 and TPM devices are the same as in the small store. Symmetric-key "
+  "enrollments are the quickest to create, and the store's size, which is what the lookups "
+  "feel, is the same whatever the type. Only the driven devices "
   "have registration records.".format(names["big"], names["small"]))
 p("- **Servers.** provd runs with `--log-level warn` (no line per request; nginx has "
   "`access_log off`) and `--retry-after 1`; both bind 127.0.0.x only.")

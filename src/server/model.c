@@ -1305,6 +1305,25 @@ bool model_x509_shares_certificate(const json_t *a, const json_t *b, char *thumb
     return false;
 }
 
+size_t model_x509_thumbprints(const json_t *doc, const char *out[8])
+{
+    static const char *const keys[] = {"sha256Thumbprint", "sha1Thumbprint"};
+    const json_t *e[4];
+    size_t ne = cert_entries(doc, e), n = 0;
+
+    for (size_t i = 0; i < ne; i++) {
+        const json_t *info = json_object_get(e[i], "info");
+
+        for (size_t k = 0; k < NELEM(keys); k++) {
+            const char *tp = json_string_value(json_object_get(info, keys[k]));
+
+            if (tp != NULL)
+                out[n++] = tp;
+        }
+    }
+    return n;
+}
+
 size_t model_x509_ca_references(const json_t *doc, const char *names[2])
 {
     const json_t *att = json_object_get(doc, "attestation");

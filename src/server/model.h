@@ -200,6 +200,13 @@ void model_json_free(json_t *doc);
 bool model_x509_shares_certificate(const json_t *a, const json_t *b, char *thumbprint,
                                    size_t tplen);
 
+/*
+ * The thumbprints (SHA-256 and SHA-1, as their "info" holds them) of a stored
+ * X.509 entity's clientCertificates or signingCertificates, borrowed from doc;
+ * the count, 0..8. What the store's enrollment_x509_find looks up.
+ */
+size_t model_x509_thumbprints(const json_t *doc, const char *out[8]);
+
 /* The caReferences names of a stored X.509 group (borrowed from doc); the count, 0..2. */
 size_t model_x509_ca_references(const json_t *doc, const char *names[2]);
 

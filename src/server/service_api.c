@@ -198,7 +198,6 @@ struct cert_scan {
     bool found;
     char other[PROV_MAX_REG_ID + 1];
     char thumbprint[65];
-    char last[PROV_MAX_REG_ID + 1];
 };
 
 static int cert_scan_one(void *arg, const struct store_doc *d)
@@ -206,8 +205,6 @@ static int cert_scan_one(void *arg, const struct store_doc *d)
     struct cert_scan *cs = arg;
     json_t *other;
 
-    snprintf(cs->last, sizeof(cs->last), "%s", d->id != NULL ? d->id : "");
-    str_lower(cs->last);
     if (d->id == NULL || str_ieq(d->id, cs->id))
         return 0;
     if ((other = parse_stored(d)) == NULL) {
@@ -226,15 +223,15 @@ static int cert_scan_one(void *arg, const struct store_doc *d)
  * An X.509 entity about to be stored: its CA references must name CA
  * certificates of the scope, and its certificates must not be in another
  * entity of the same kind ("a certificate can be specified in only one
- * enrollment entry"). Check-then-write: two concurrent writers of the same
- * certificate may both pass (the store has no uniqueness index on it).
+ * enrollment entry"). The store's thumbprint index finds the candidates, the
+ * model compares them. Check-then-write: two concurrent writers of the same
+ * certificate may both pass (the index is not a uniqueness constraint).
  */
 static int check_x509(struct svc_ctx *c, const char *id, const json_t *doc, struct svc_fail *f)
 {
     struct cert_scan cs = {.doc = doc, .id = id};
-    const char *names[2];
-    size_t n = model_x509_ca_references(doc, names);
-    bool more = false;
+    const char *names[2], *tps[8];
+    size_t n = model_x509_ca_references(doc, names), tp_n;
     int r;
 
     for (size_t i = 0; i < n; i++) {
@@ -252,20 +249,18 @@ static int check_x509(struct svc_ctx *c, const char *id, const json_t *doc, stru
             return r;
         }
     }
-    do {
-        r = c->st->ops->enrollment_list(c->st, c->scope, c->kind, "x509",
-                                        cs.last[0] ? cs.last : NULL, PROV_DEFAULT_PAGE,
-                                        cert_scan_one, &cs, &more);
-        if (r != 0) {
-            store_fail(f, r, "enrollment listing");
-            return r;
-        }
-        if (cs.failed) {
-            set_fail(f, SVC_ERR_INTERNAL, "internal error: a stored %s is corrupt",
-                     kind_name(c->kind));
-            return PROV_ESTORE;
-        }
-    } while (more && !cs.found);
+    /* the entities that hold one of its thumbprints (an index lookup), compared in full */
+    tp_n = model_x509_thumbprints(doc, tps);
+    r = c->st->ops->enrollment_x509_find(c->st, c->scope, c->kind, tps, tp_n, cert_scan_one, &cs);
+    if (r != 0) {
+        store_fail(f, r, "certificate lookup");
+        return r;
+    }
+    if (cs.failed) {
+        set_fail(f, SVC_ERR_INTERNAL, "internal error: a stored %s is corrupt",
+                 kind_name(c->kind));
+        return PROV_ESTORE;
+    }
     if (cs.found) {
         set_fail(f, SVC_ERR_CERT_IN_USE, "the certificate with thumbprint %s is already in %s "
                  "'%s'; a certificate may be in only one %s", cs.thumbprint, kind_name(c->kind),

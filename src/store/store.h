@@ -89,6 +89,16 @@ struct store_ops {
                            store_list_cb cb, void *arg, bool *more);
     int (*enrollment_count)(struct store *st, const char *scope, enum store_kind kind,
                             const char *attestation, long *count);
+    /*
+     * The X.509 enrollments or groups (kind) of scope that hold a certificate
+     * with one of these thumbprints (SHA-256 or SHA-1 hex, any case), as their
+     * stored attestation.x509 says: cb for each (non-zero stops), in no
+     * particular order; an entity holding several of them may come more than
+     * once. An index lookup, whatever the number of enrollments.
+     */
+    int (*enrollment_x509_find)(struct store *st, const char *scope, enum store_kind kind,
+                                const char *const *thumbprints, size_t n, store_list_cb cb,
+                                void *arg);
 
     /* Registration records (DeviceRegistrationState documents). */
     int (*registration_get)(struct store *st, const char *scope, const char *id,

@@ -35,6 +35,14 @@
  * brings the schema from version i to version i + 1. Never edit a released
  * entry: append a new one.
  */
+/* The rows of x509_thumbprints for the enrollment row R (NEW or OLD), as an INSERT ... SELECT. */
+#define X509_TP_INSERT(R)                                                                          \
+    "  INSERT INTO x509_thumbprints(scope, kind, thumbprint, id_key)"                              \
+    "    SELECT DISTINCT " R ".scope, " R ".kind, upper(value), " R ".id_key"                      \
+    "    FROM json_tree(CASE WHEN json_valid(" R ".doc) THEN " R ".doc ELSE '{}' END,"             \
+    "                   '$.attestation.x509')"                                                 \
+    "    WHERE key IN ('sha256Thumbprint', 'sha1Thumbprint') AND type = 'text'"
+
 static const char *const migrations[] = {
     /* 1: initial schema */
     "CREATE TABLE enrollments(scope TEXT NOT NULL, kind INTEGER NOT NULL, id_key TEXT NOT NULL,"
@@ -49,6 +57,31 @@ static const char *const migrations[] = {
     "  registration_id TEXT NOT NULL, doc TEXT NOT NULL, created TEXT NOT NULL,"
     "  expires INTEGER NOT NULL);"
     "CREATE INDEX operations_expires ON operations(expires);",
+    /*
+     * 2: the certificate thumbprints of X.509 enrollments and groups, kept by
+     * triggers from the stored documents (every thumbprint under
+     * attestation.x509, upper-cased), so that "a certificate may be in only
+     * one enrollment" is an index lookup instead of a scan of the scope.
+     */
+    "CREATE TABLE x509_thumbprints(scope TEXT NOT NULL, kind INTEGER NOT NULL,"
+    "  thumbprint TEXT NOT NULL, id_key TEXT NOT NULL);"
+    "CREATE INDEX x509_thumbprints_tp ON x509_thumbprints(scope, kind, thumbprint);"
+    "CREATE INDEX x509_thumbprints_owner ON x509_thumbprints(scope, kind, id_key);"
+    "CREATE TRIGGER x509_thumbprints_insert AFTER INSERT ON enrollments"
+    "  WHEN NEW.attestation = 'x509' BEGIN" X509_TP_INSERT("NEW") "; END;"
+    "CREATE TRIGGER x509_thumbprints_update AFTER UPDATE OF doc, attestation ON enrollments BEGIN"
+    "  DELETE FROM x509_thumbprints"
+    "    WHERE scope = OLD.scope AND kind = OLD.kind AND id_key = OLD.id_key;"
+    X509_TP_INSERT("NEW") " AND NEW.attestation = 'x509'; END;"
+    "CREATE TRIGGER x509_thumbprints_delete AFTER DELETE ON enrollments"
+    "  WHEN OLD.attestation = 'x509' BEGIN"
+    "  DELETE FROM x509_thumbprints"
+    "    WHERE scope = OLD.scope AND kind = OLD.kind AND id_key = OLD.id_key; END;"
+    "INSERT INTO x509_thumbprints(scope, kind, thumbprint, id_key)"
+    "  SELECT DISTINCT e.scope, e.kind, upper(t.value), e.id_key FROM enrollments e,"
+    "  json_tree(CASE WHEN json_valid(e.doc) THEN e.doc ELSE '{}' END, '$.attestation.x509') t"
+    "  WHERE e.attestation = 'x509' AND t.key IN ('sha256Thumbprint', 'sha1Thumbprint')"
+    "  AND t.type = 'text';",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -69,6 +102,7 @@ enum stmt_id {
     S_ENR_LIST_ATT,
     S_ENR_COUNT,
     S_ENR_COUNT_ATT,
+    S_ENR_X509_FIND,
     S_REG_GET,
     S_REG_ETAG,
     S_REG_DELETE,
@@ -110,6 +144,10 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_ENR_COUNT] = "SELECT count(*) FROM enrollments WHERE scope = ?1 AND kind = ?2",
     [S_ENR_COUNT_ATT] = "SELECT count(*) FROM enrollments"
                         " WHERE scope = ?1 AND kind = ?2 AND attestation = ?3",
+    [S_ENR_X509_FIND] = "SELECT e.id, e.etag, e.doc, e.created, e.updated, e.attestation"
+                        " FROM x509_thumbprints t JOIN enrollments e ON e.scope = t.scope"
+                        " AND e.kind = t.kind AND e.id_key = t.id_key"
+                        " WHERE t.scope = ?1 AND t.kind = ?2 AND t.thumbprint = upper(?3)",
     [S_REG_GET] = REG_COLS "WHERE scope = ?1 AND id_key = ?2",
     [S_REG_ETAG] = "SELECT etag FROM registrations WHERE scope = ?1 AND id_key = ?2",
     [S_REG_DELETE] = "DELETE FROM registrations WHERE scope = ?1 AND id_key = ?2",
@@ -554,6 +592,48 @@ static int enrollment_list(struct store *st, const char *scope, enum store_kind 
     return run_list(ss, s, false, limit, cb, arg, more, what);
 }
 
+/* Wraps a list callback and remembers whether it asked to stop. */
+struct stop_flag {
+    store_list_cb cb;
+    void *arg;
+    bool stopped;
+};
+
+static int stop_after(void *arg, const struct store_doc *d)
+{
+    struct stop_flag *sf = arg;
+
+    if (sf->cb(sf->arg, d) == 0)
+        return 0;
+    sf->stopped = true;
+    return 1;
+}
+
+static int enrollment_x509_find(struct store *st, const char *scope, enum store_kind kind,
+                                const char *const *thumbprints, size_t n, store_list_cb cb,
+                                void *arg)
+{
+    static const char what[] = "X.509 thumbprint lookup";
+    struct sqlite_store *ss = to_sqlite(st);
+    sqlite3_stmt *s = ss->stmt[S_ENR_X509_FIND];
+    int r = 0;
+
+    if (scope == NULL || cb == NULL || (n > 0 && thumbprints == NULL))
+        return PROV_EINVAL;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        struct stop_flag sf = {.cb = cb, .arg = arg};
+
+        if ((r = bind_args(ss, s, what, "tit", scope, (int)kind, thumbprints[i])) != 0) {
+            stmt_done(s);
+            break;
+        }
+        /* every row: a thumbprint names at most a few entities */
+        if ((r = run_list(ss, s, false, INT_MAX, stop_after, &sf, NULL, what)) == 0 && sf.stopped)
+            break;
+    }
+    return r;
+}
+
 static int enrollment_count(struct store *st, const char *scope, enum store_kind kind,
                             const char *attestation, long *count)
 {
@@ -785,6 +865,7 @@ static const struct store_ops sqlite_ops = {
     .enrollment_put = enrollment_put,
     .enrollment_delete = enrollment_delete,
     .enrollment_list = enrollment_list,
+    .enrollment_x509_find = enrollment_x509_find,
     .enrollment_count = enrollment_count,
     .registration_get = registration_get,
     .registration_delete = registration_delete,

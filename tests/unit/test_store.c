@@ -27,6 +27,7 @@
 
 #define SCOPE "0ne00000001"
 #define SCOPE2 "0ne00000002"
+#define SCHEMA 2 /* the schema version store_sqlite.c migrates to */
 
 struct fixture {
     char dir[64];
@@ -209,6 +210,146 @@ static void collect_init(struct collect *c)
 
 /* ---- opening and migrations ---- */
 
+/* An X.509 document with one certificate entry (sha256 and optional sha1 thumbprints). */
+static void x509_doc(char *out, size_t len, const char *slot_list, const char *sha256,
+                     const char *sha1)
+{
+    char sha1_member[96] = "";
+
+    if (sha1 != NULL)
+        snprintf(sha1_member, sizeof(sha1_member), ",\"sha1Thumbprint\":\"%s\"", sha1);
+    snprintf(out, len,
+             "{\"attestation\":{\"type\":\"x509\",\"x509\":{\"%s\":{\"primary\":"
+             "{\"info\":{\"sha256Thumbprint\":\"%s\"%s}}}}}}",
+             slot_list, sha256, sha1_member);
+}
+
+struct found {
+    int n;
+    char ids[8][32];
+};
+
+static int found_one(void *arg, const struct store_doc *d)
+{
+    struct found *fd = arg;
+
+    if (fd->n < 8)
+        snprintf(fd->ids[fd->n], sizeof(fd->ids[0]), "%s", d->id);
+    fd->n++;
+    return 0;
+}
+
+static struct found find(struct store *st, const char *scope, enum store_kind kind, const char *tp)
+{
+    struct found fd = {0};
+    const char *tps[1] = {tp};
+
+    assert_int_equal(st->ops->enrollment_x509_find(st, scope, kind, tps, 1, found_one, &fd), 0);
+    return fd;
+}
+
+#define TP_A "AAAA000000000000000000000000000000000000000000000000000000000001"
+#define TP_B "BBBB000000000000000000000000000000000000000000000000000000000002"
+#define TP_A1 "A1A1000000000000000000000000000000000001"
+
+/* The thumbprint index follows every insert, replace and delete, per scope and kind. */
+static void test_x509_find(void **state)
+{
+    struct fixture *f = *state;
+    char doc[512];
+    struct found fd;
+    const char *ts = "2026-01-01T00:00:00.000Z";
+
+    x509_doc(doc, sizeof(doc), "clientCertificates", TP_A, TP_A1);
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "Dev-A", "e1", "x509", doc, ts, ts,
+                         STORE_PUT_CREATE, NULL), 0);
+    x509_doc(doc, sizeof(doc), "signingCertificates", TP_A, NULL);
+    assert_int_equal(put(f->st, SCOPE, STORE_GROUP, "grp-a", "e1", "x509", doc, ts, ts,
+                         STORE_PUT_CREATE, NULL), 0);
+    /* a thumbprint-shaped member of another attestation type is not indexed */
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "sym", "e1", "symmetricKey",
+                         "{\"attestation\":{\"x509\":{\"sha256Thumbprint\":\"" TP_B "\"}}}",
+                         ts, ts, STORE_PUT_CREATE, NULL), 0);
+    /* a document that is not JSON is stored and not indexed (the trigger does not fail) */
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "broken", "e1", "x509", "not json",
+                         ts, ts, STORE_PUT_CREATE, NULL), 0);
+
+    fd = find(f->st, SCOPE, STORE_ENROLLMENT, TP_A);
+    assert_int_equal(fd.n, 1);
+    assert_string_equal(fd.ids[0], "Dev-A");
+    fd = find(f->st, SCOPE, STORE_ENROLLMENT, "a1a1000000000000000000000000000000000001");
+    assert_int_equal(fd.n, 1); /* by SHA-1, in any case */
+    fd = find(f->st, SCOPE, STORE_GROUP, TP_A);
+    assert_int_equal(fd.n, 1);
+    assert_string_equal(fd.ids[0], "grp-a");
+    assert_int_equal(find(f->st, SCOPE2, STORE_ENROLLMENT, TP_A).n, 0);
+    assert_int_equal(find(f->st, SCOPE, STORE_ENROLLMENT, TP_B).n, 0);
+
+    /* replaced with another certificate: only the new thumbprint finds it */
+    x509_doc(doc, sizeof(doc), "clientCertificates", TP_B, NULL);
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "dev-a", "e2", "x509", doc, ts, ts,
+                         STORE_PUT_UPSERT, NULL), 0);
+    assert_int_equal(find(f->st, SCOPE, STORE_ENROLLMENT, TP_A).n, 0);
+    assert_int_equal(find(f->st, SCOPE, STORE_ENROLLMENT, TP_A1).n, 0);
+    assert_int_equal(find(f->st, SCOPE, STORE_ENROLLMENT, TP_B).n, 1);
+    /* replaced by another attestation type: gone from the index */
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "dev-a", "e3", "symmetricKey", "{}", ts,
+                         ts, STORE_PUT_UPSERT, NULL), 0);
+    assert_int_equal(find(f->st, SCOPE, STORE_ENROLLMENT, TP_B).n, 0);
+    /* deleted: gone */
+    assert_int_equal(f->st->ops->enrollment_delete(f->st, SCOPE, STORE_GROUP, "GRP-A", NULL), 0);
+    assert_int_equal(find(f->st, SCOPE, STORE_GROUP, TP_A).n, 0);
+    assert_int_equal(db_int(f->path, "SELECT count(*) FROM x509_thumbprints"), 0);
+}
+
+/* A version-1 database gets the index filled from the enrollments it already holds. */
+static void test_x509_index_migration(void **state)
+{
+    struct fixture *f = *state;
+    char path[128], err[256], sql[4096], doc[512];
+    struct store *st = NULL;
+    struct found fd;
+
+    snprintf(path, sizeof(path), "%s/v1.db", f->dir);
+    x509_doc(doc, sizeof(doc), "clientCertificates", TP_A, TP_A1);
+    {
+        sqlite3 *db = NULL;
+
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        sqlite3_close(db);
+    }
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE schema_version(version INTEGER PRIMARY KEY, applied TEXT NOT NULL);"
+             "INSERT INTO schema_version VALUES(1, 'v1');"
+             "CREATE TABLE enrollments(scope TEXT NOT NULL, kind INTEGER NOT NULL,"
+             " id_key TEXT NOT NULL, id TEXT NOT NULL, etag TEXT NOT NULL,"
+             " attestation TEXT NOT NULL, doc TEXT NOT NULL, created TEXT NOT NULL,"
+             " updated TEXT NOT NULL, PRIMARY KEY(scope, kind, id_key));"
+             "CREATE INDEX enrollments_att ON enrollments(scope, kind, attestation, id_key);"
+             "CREATE TABLE registrations(scope TEXT NOT NULL, id_key TEXT NOT NULL,"
+             " id TEXT NOT NULL, group_key TEXT, etag TEXT NOT NULL, doc TEXT NOT NULL,"
+             " created TEXT NOT NULL, updated TEXT NOT NULL, PRIMARY KEY(scope, id_key));"
+             "CREATE INDEX registrations_group ON registrations(scope, group_key, id_key);"
+             "CREATE TABLE operations(id TEXT PRIMARY KEY, scope TEXT NOT NULL,"
+             " registration_id TEXT NOT NULL, doc TEXT NOT NULL, created TEXT NOT NULL,"
+             " expires INTEGER NOT NULL);"
+             "CREATE INDEX operations_expires ON operations(expires);"
+             "INSERT INTO enrollments VALUES('%s', %d, 'old-dev', 'Old-Dev', 'e1', 'x509', '%s',"
+             " 't', 't');"
+             "INSERT INTO enrollments VALUES('%s', %d, 'bad', 'bad', 'e1', 'x509', '{broken', 't',"
+             " 't');",
+             SCOPE, (int)STORE_ENROLLMENT, doc, SCOPE, (int)STORE_ENROLLMENT);
+    db_exec(path, sql);
+    assert_int_equal(store_sqlite_open(path, &st, err, sizeof(err)), 0);
+    assert_int_equal(db_int(path, "SELECT max(version) FROM schema_version"), SCHEMA);
+    fd = find(st, SCOPE, STORE_ENROLLMENT, TP_A);
+    assert_int_equal(fd.n, 1);
+    assert_string_equal(fd.ids[0], "Old-Dev");
+    assert_int_equal(find(st, SCOPE, STORE_ENROLLMENT, TP_A1).n, 1);
+    store_close(st);
+    remove_db(path);
+}
+
 static void test_open_schema(void **state)
 {
     struct fixture *f = *state;
@@ -216,13 +357,13 @@ static void test_open_schema(void **state)
     struct stat sb;
     char err[256];
 
-    assert_int_equal(db_int(f->path, "SELECT max(version) FROM schema_version"), 1);
-    assert_int_equal(db_int(f->path, "SELECT count(*) FROM schema_version"), 1);
+    assert_int_equal(db_int(f->path, "SELECT max(version) FROM schema_version"), SCHEMA);
+    assert_int_equal(db_int(f->path, "SELECT count(*) FROM schema_version"), SCHEMA);
     assert_int_equal(db_int(f->path, "SELECT count(*) FROM sqlite_master WHERE name IN"
                                      " ('enrollments', 'registrations', 'operations',"
                                      " 'enrollments_att', 'registrations_group',"
-                                     " 'operations_expires')"),
-                     6);
+                                     " 'operations_expires', 'x509_thumbprints')"),
+                     7);
     assert_int_equal(db_int(f->path, "SELECT count(*) FROM pragma_journal_mode"
                                      " WHERE journal_mode = 'wal'"),
                      1);
@@ -235,7 +376,7 @@ static void test_open_schema(void **state)
     f->st = NULL;
     for (int i = 0; i < 2; i++) {
         assert_int_equal(store_sqlite_open(f->path, &f->st, err, sizeof(err)), 0);
-        assert_int_equal(db_int(f->path, "SELECT count(*) FROM schema_version"), 1);
+        assert_int_equal(db_int(f->path, "SELECT count(*) FROM schema_version"), SCHEMA);
         assert_int_equal(f->st->ops->enrollment_get(f->st, SCOPE, STORE_ENROLLMENT, "dev-1", &d),
                          0);
         assert_string_equal(d.etag, "e1");
@@ -261,7 +402,7 @@ static void test_open_newer_schema_refused(void **state)
     assert_non_null(strstr(err, "99"));
     /* refused without touching the file */
     assert_int_equal(db_int(f->path, "SELECT max(version) FROM schema_version"), 99);
-    assert_int_equal(db_int(f->path, "SELECT count(*) FROM schema_version"), 2);
+    assert_int_equal(db_int(f->path, "SELECT count(*) FROM schema_version"), SCHEMA + 1);
 
     db_exec(f->path, "DELETE FROM schema_version WHERE version = 99");
     assert_int_equal(store_sqlite_open(f->path, &f->st, err, sizeof(err)), 0);
@@ -946,7 +1087,7 @@ static void test_concurrent_open(void **state)
                 fail_msg("round %d, opener %d: %s", round, i, w[i].err);
             assert_int_equal(w[i].first_error, 0);
         }
-        assert_int_equal(db_int(path, "SELECT count(*) FROM schema_version"), 1);
+        assert_int_equal(db_int(path, "SELECT count(*) FROM schema_version"), SCHEMA);
         assert_int_equal(db_int(path, "SELECT count(*) FROM enrollments"), OPENERS);
         remove_db(path);
     }
@@ -972,6 +1113,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registration_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_x509_find, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_x509_index_migration, setup, teardown),
     };
 
     /* expected failures (constraint violations) are logged at warn */
