@@ -9,6 +9,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. scripts/debian.sh
 
 build_pkgs=(
     build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
@@ -40,29 +41,17 @@ else
     wanted+=("${node_pkgs[@]}")
 fi
 
-missing=()
-for p in "${wanted[@]}"; do
-    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
-    case "$status" in
-    ii*) ;;
-    *) missing+=("$p") ;;
-    esac
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
-    apt_install=(apt-get install -y -q --no-install-recommends "${missing[@]}")
-    if [ "$(id -u)" -eq 0 ]; then
-        as_root=(env DEBIAN_FRONTEND=noninteractive)
-    elif command -v sudo >/dev/null 2>&1; then
-        as_root=(sudo env DEBIAN_FRONTEND=noninteractive)
-    else
-        log "missing Debian packages: ${missing[*]}"
+missing_pkgs "${wanted[@]}"
+if [ "${#MISSING[@]}" -gt 0 ]; then
+    apt_install=(apt-get install -y -q --no-install-recommends "${MISSING[@]}")
+    if ! root_cmd; then
+        log "missing Debian packages: ${MISSING[*]}"
         log "run as root: apt-get update && ${apt_install[*]}"
         exit 1
     fi
-    log "installing: ${missing[*]}"
-    "${as_root[@]}" apt-get update -q
-    "${as_root[@]}" "${apt_install[@]}"
+    log "installing: ${MISSING[*]}"
+    "${AS_ROOT[@]}" apt-get update -q
+    "${AS_ROOT[@]}" "${apt_install[@]}"
 fi
 
 # System tests' npm packages. npm ci wipes node_modules and installs exactly

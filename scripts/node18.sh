@@ -16,6 +16,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. scripts/debian.sh
 DIR=${NODE18_DIR:-$PWD/build-node18}
 LIB_PKGS=(libuv1 libc-ares2 libnghttp2-14 libbrotli1 libicu72 zlib1g libstdc++6)
 
@@ -38,14 +39,7 @@ if [ -x "$DIR/bin/node" ] && [ "$(major "$DIR/bin/node")" = 18 ]; then
     exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-    as_root=(env DEBIAN_FRONTEND=noninteractive)
-elif command -v sudo >/dev/null 2>&1; then
-    as_root=(sudo env DEBIAN_FRONTEND=noninteractive)
-else
-    log "not root and no sudo: cannot fetch Debian's nodejs 18"
-    exit 1
-fi
+root_cmd || { log "not root and no sudo: cannot fetch Debian's nodejs 18"; exit 1; }
 
 # the newest nodejs 18 that Debian offers, from its package lists
 version()
@@ -54,21 +48,16 @@ version()
 }
 v=$(version)
 if [ -z "$v" ]; then
-    "${as_root[@]}" apt-get update -q >/dev/null
+    "${AS_ROOT[@]}" apt-get update -q >/dev/null
     v=$(version)
 fi
 [ -n "$v" ] || { log "Debian offers no nodejs 18 (apt-cache madison nodejs)"; exit 1; }
 
-missing=()
-for p in "${LIB_PKGS[@]}"; do
-    case "$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)" in
-    ii*) ;;
-    *) missing+=("$p") ;;
-    esac
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing ${missing[*]} (libraries libnode needs)"
-    "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+missing_pkgs "${LIB_PKGS[@]}"
+if [ "${#MISSING[@]}" -gt 0 ]; then
+    log "installing ${MISSING[*]} (libraries libnode needs)"
+    "${AS_ROOT[@]}" apt-get update -q >/dev/null
+    "${AS_ROOT[@]}" apt-get install -y -q --no-install-recommends "${MISSING[@]}" >/dev/null
 fi
 
 log "fetching Debian's nodejs $v into $DIR"
