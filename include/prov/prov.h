@@ -79,7 +79,7 @@ extern "C" {
  *   AUTH      the service refused the credential (HTTP 401/403, or a failed
  *             registration whose errorCode starts with 401 or 403)
  *   NOTFOUND  the service does not know the scope or registration (HTTP 404)
- *   EXISTS, STORE, LIMIT: not returned by the device API
+ *   EXISTS, STORE, LIMIT, CONFLICT: not returned by the device API
  *   INTERNAL  a bug
  *   PRECONDITION  the service finished the registration with status "failed"
  *             for a reason other than authentication (see the result)
@@ -88,7 +88,8 @@ extern "C" {
 #define PROV_ERROR_MAP(XX)                                                                    \
     XX(NOMEM, -1) XX(INVAL, -2) XX(IO, -3) XX(TIMEOUT, -4) XX(AGAIN, -5) XX(PROTO, -6)      \
     XX(TLS, -7) XX(CRYPTO, -8) XX(AUTH, -9) XX(NOTFOUND, -10) XX(EXISTS, -11) XX(STORE, -12) \
-    XX(LIMIT, -13) XX(INTERNAL, -14) XX(PRECONDITION, -15) XX(DISABLED, -16)
+    XX(LIMIT, -13) XX(INTERNAL, -14) XX(PRECONDITION, -15) XX(DISABLED, -16)              \
+    XX(CONFLICT, -17)
 
 /* Inside libprov the same enum comes from the project's internal errors.h. */
 #ifndef PROV_COMMON_ERRORS_H

@@ -21,7 +21,8 @@
     XX(LIMIT, -13, "limit exceeded")                        \
     XX(INTERNAL, -14, "internal error")                     \
     XX(PRECONDITION, -15, "precondition failed")            \
-    XX(DISABLED, -16, "disabled")
+    XX(DISABLED, -16, "disabled")                           \
+    XX(CONFLICT, -17, "conflicts with another entry")
 
 enum prov_err {
     PROV_OK = 0,

@@ -224,8 +224,9 @@ static int cert_scan_one(void *arg, const struct store_doc *d)
  * certificates of the scope, and its certificates must not be in another
  * entity of the same kind ("a certificate can be specified in only one
  * enrollment entry"). The store's thumbprint index finds the candidates, the
- * model compares them. Check-then-write: two concurrent writers of the same
- * certificate may both pass (the index is not a uniqueness constraint).
+ * model compares them. Two writers of one certificate may both pass this
+ * check; the store then refuses the second inside its write transaction
+ * (PROV_ECONFLICT, answered 409002 too).
  */
 static int check_x509(struct svc_ctx *c, const char *id, const json_t *doc, struct svc_fail *f)
 {
@@ -375,6 +376,13 @@ static int put_entity(struct svc_ctx *c, const struct put_args *a, json_t **rend
     r = c->st->ops->enrollment_put(c->st, c->scope, c->kind, &nd, a->mode, a->if_match);
     if (r == PROV_EEXISTS) {
         set_fail(f, SVC_ERR_EXISTS, "%s '%s' already exists", kind_name(c->kind), a->id);
+        goto out;
+    }
+    if (r == PROV_ECONFLICT) {
+        /* check_x509 passed, but another writer stored one of its certificates meanwhile */
+        set_fail(f, SVC_ERR_CERT_IN_USE, "a certificate of %s '%s' is already in another %s; a "
+                 "certificate may be in only one %s", kind_name(c->kind), a->id,
+                 kind_name(c->kind), kind_name(c->kind));
         goto out;
     }
     if (r == PROV_EPRECONDITION || r == PROV_ENOTFOUND) {

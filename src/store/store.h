@@ -73,6 +73,8 @@ struct store_ops {
      * are required; doc->created is used only on insert (kept on replace).
      * if_match: NULL = unconditional; "*" = must exist; else must equal the
      * stored etag (PROV_EPRECONDITION otherwise, also when absent).
+     * PROV_ECONFLICT (nothing written): an X.509 document holding a
+     * certificate thumbprint that another entity of the same kind holds.
      */
     int (*enrollment_put)(struct store *st, const char *scope, enum store_kind kind,
                           const struct store_doc *doc, enum store_put_mode mode,

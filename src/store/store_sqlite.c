@@ -103,6 +103,7 @@ enum stmt_id {
     S_ENR_COUNT,
     S_ENR_COUNT_ATT,
     S_ENR_X509_FIND,
+    S_ENR_X509_CLASH,
     S_REG_GET,
     S_REG_ETAG,
     S_REG_DELETE,
@@ -148,6 +149,11 @@ static const char *const stmt_sql[S_COUNT] = {
                         " FROM x509_thumbprints t JOIN enrollments e ON e.scope = t.scope"
                         " AND e.kind = t.kind AND e.id_key = t.id_key"
                         " WHERE t.scope = ?1 AND t.kind = ?2 AND t.thumbprint = upper(?3)",
+    /* another entity of the same scope and kind holding one of this one's thumbprints */
+    [S_ENR_X509_CLASH] = "SELECT other.id_key FROM x509_thumbprints mine JOIN x509_thumbprints other"
+                         " ON other.scope = mine.scope AND other.kind = mine.kind"
+                         " AND other.thumbprint = mine.thumbprint AND other.id_key != mine.id_key"
+                         " WHERE mine.scope = ?1 AND mine.kind = ?2 AND mine.id_key = ?3 LIMIT 1",
     [S_REG_GET] = REG_COLS "WHERE scope = ?1 AND id_key = ?2",
     [S_REG_ETAG] = "SELECT etag FROM registrations WHERE scope = ?1 AND id_key = ?2",
     [S_REG_DELETE] = "DELETE FROM registrations WHERE scope = ?1 AND id_key = ?2",
@@ -516,6 +522,23 @@ static int enrollment_put(struct store *st, const char *scope, enum store_kind k
     stmt_done(s);
     if (r < 0)
         goto out;
+    /*
+     * A certificate may be in only one X.509 entity of a kind: checked here,
+     * inside the write transaction, so two writers of one certificate cannot
+     * both succeed (the service API checks first, for its precise message).
+     */
+    if (strcmp(doc->attestation, "x509") == 0) {
+        s = ss->stmt[S_ENR_X509_CLASH];
+        if ((r = bind_args(ss, s, what, "tik", scope, (int)kind, doc->id)) == 0)
+            r = step(ss, s, what);
+        stmt_done(s);
+        if (r < 0)
+            goto out;
+        if (r == 1) {
+            r = PROV_ECONFLICT;
+            goto out;
+        }
+    }
 
     in_txn = false;
     r = txn_commit(ss);

@@ -7,6 +7,7 @@
  * the store (CA references, one certificate per enrollment, group limits).
  * Certificates are made here with OpenSSL.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1039,6 +1040,72 @@ static void test_api_x509_group_limit(void **state)
     reply_release(&r);
 }
 
+/* A writer racing the others: its own store connection, as a worker has. */
+#define RACERS 8
+struct racer {
+    struct srv *s;
+    pthread_barrier_t *start;
+    int index;
+    int status, code;
+};
+
+static void *race_put(void *arg)
+{
+    struct racer *r = arg;
+    struct srv mine = *r->s;
+    char path[128], err[256], id[32], target[64];
+    struct reply rep;
+    json_t *b;
+
+    snprintf(path, sizeof(path), "%s/provd.db", r->s->dir);
+    if (store_sqlite_open(path, &mine.st, err, sizeof(err)) != 0)
+        return NULL; /* status stays 0: the main thread fails the test */
+    mine.w.store = mine.st;
+    snprintf(id, sizeof(id), "race-%d", r->index);
+    snprintf(target, sizeof(target), "/enrollments/%s", id);
+    b = enrollment_cert(id, r->s->pki.leaf_pem);
+    pthread_barrier_wait(r->start);
+    call(&mine, "PUT", target, r->s->owner, NULL, b, &rep);
+    r->status = rep.status;
+    r->code = rep.code;
+    reply_release(&rep);
+    json_decref(b);
+    store_close(mine.st);
+    return NULL;
+}
+
+/*
+ * Writers that put one certificate into different enrollments at the same
+ * time: exactly one succeeds, whatever their checks saw before writing (the
+ * store refuses the others inside its write transaction).
+ */
+static void test_api_unique_certificates_race(void **state)
+{
+    struct srv *s = *state;
+    struct racer r[RACERS];
+    pthread_t t[RACERS];
+    pthread_barrier_t start;
+    int ok = 0, refused = 0;
+
+    assert_int_equal(pthread_barrier_init(&start, NULL, RACERS), 0);
+    for (int i = 0; i < RACERS; i++) {
+        r[i] = (struct racer){.s = s, .start = &start, .index = i};
+        assert_int_equal(pthread_create(&t[i], NULL, race_put, &r[i]), 0);
+    }
+    for (int i = 0; i < RACERS; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        if (r[i].status == 200)
+            ok++;
+        else if (r[i].status == 409 && r[i].code == 409002)
+            refused++;
+        else
+            fail_msg("racer %d: HTTP %d %d", i, r[i].status, r[i].code);
+    }
+    pthread_barrier_destroy(&start);
+    assert_int_equal(ok, 1);
+    assert_int_equal(refused, RACERS - 1);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, srv_setup, srv_teardown)
 
 int main(void)
@@ -1055,6 +1122,7 @@ int main(void)
         T(test_api_quota),
         T(test_api_group_references),
         T(test_api_unique_certificates),
+        T(test_api_unique_certificates_race),
         T(test_api_x509_group_limit),
     };
 

@@ -302,6 +302,57 @@ static void test_x509_find(void **state)
     assert_int_equal(db_int(f->path, "SELECT count(*) FROM x509_thumbprints"), 0);
 }
 
+/*
+ * One certificate, one entity per kind: the store refuses a second holder
+ * inside its write transaction (whatever the caller checked before), and
+ * writes nothing then.
+ */
+static void test_x509_conflict(void **state)
+{
+    struct fixture *f = *state;
+    char doc[512], both[640];
+    struct store_doc d;
+    const char *ts = "2026-01-01T00:00:00.000Z";
+
+    x509_doc(doc, sizeof(doc), "clientCertificates", TP_A, TP_A1);
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "dev-a", "e1", "x509", doc, ts, ts,
+                         STORE_PUT_CREATE, NULL), 0);
+    /* the same certificate in another enrollment: refused, not stored */
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "dev-b", "e1", "x509", doc, ts, ts,
+                         STORE_PUT_CREATE, NULL), PROV_ECONFLICT);
+    assert_int_equal(f->st->ops->enrollment_get(f->st, SCOPE, STORE_ENROLLMENT, "dev-b", &d),
+                     PROV_ENOTFOUND);
+    /* by its SHA-1 alone too */
+    x509_doc(doc, sizeof(doc), "clientCertificates", TP_B, TP_A1);
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "dev-b", "e1", "x509", doc, ts, ts,
+                         STORE_PUT_CREATE, NULL), PROV_ECONFLICT);
+    /* an existing enrollment that takes it: refused, the old document kept */
+    x509_doc(doc, sizeof(doc), "clientCertificates", TP_B, NULL);
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "dev-b", "e1", "x509", doc, ts, ts,
+                         STORE_PUT_CREATE, NULL), 0);
+    snprintf(both, sizeof(both),
+             "{\"attestation\":{\"type\":\"x509\",\"x509\":{\"clientCertificates\":{"
+             "\"primary\":{\"info\":{\"sha256Thumbprint\":\"%s\"}},"
+             "\"secondary\":{\"info\":{\"sha256Thumbprint\":\"%s\"}}}}}}", TP_B, TP_A);
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "dev-b", "e2", "x509", both, ts, ts,
+                         STORE_PUT_UPSERT, NULL), PROV_ECONFLICT);
+    expect_etag(f->st, STORE_ENROLLMENT, "dev-b", "e1");
+    assert_int_equal(find(f->st, SCOPE, STORE_ENROLLMENT, TP_A).n, 1);
+    /* rewriting the holder itself, another kind or another scope: fine */
+    x509_doc(doc, sizeof(doc), "clientCertificates", TP_A, TP_A1);
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "DEV-A", "e2", "x509", doc, ts, ts,
+                         STORE_PUT_UPSERT, NULL), 0);
+    assert_int_equal(put(f->st, SCOPE, STORE_GROUP, "grp", "e1", "x509", doc, ts, ts,
+                         STORE_PUT_CREATE, NULL), 0);
+    assert_int_equal(put(f->st, SCOPE2, STORE_ENROLLMENT, "dev-b", "e1", "x509", doc, ts, ts,
+                         STORE_PUT_CREATE, NULL), 0);
+    /* once the holder is gone, the certificate is free */
+    assert_int_equal(f->st->ops->enrollment_delete(f->st, SCOPE, STORE_ENROLLMENT, "dev-a", NULL),
+                     0);
+    assert_int_equal(put(f->st, SCOPE, STORE_ENROLLMENT, "dev-b", "e3", "x509", both, ts, ts,
+                         STORE_PUT_UPSERT, NULL), 0);
+}
+
 /* A version-1 database gets the index filled from the enrollments it already holds. */
 static void test_x509_index_migration(void **state)
 {
@@ -1114,6 +1165,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_x509_find, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_x509_conflict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_x509_index_migration, setup, teardown),
     };
 
