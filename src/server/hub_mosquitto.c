@@ -71,6 +71,7 @@
 #include "../common/sas.h"
 #include "../common/util.h"
 #include "hub.h"
+#include "hub_mosquitto.h"
 
 #define LOG_MODULE "hub-mosquitto"
 
@@ -118,7 +119,9 @@ struct mq_conn {
     int pub_mid;
     int pub_rc;         /* PUBACK reason code of pub_mid; -1 before */
     char corr[40];      /* correlationData prefix of the request in flight */
+    size_t ncmds;       /* its number of commands */
     json_t *answer;     /* its "responses" array, once it arrived */
+    bool malformed;     /* an answer to it arrived that is not usable */
     bool tcp_up;        /* the TCP connection was seen established */
     bool broken;        /* a transport failure or a timeout: never reused */
     int64_t idle_since; /* when it went back to the pool */
@@ -380,23 +383,54 @@ static void on_publish(struct mosquitto *m, void *arg, int mid, int rc,
 }
 
 /* Keeps the response whose first correlationData carries our prefix. */
+enum dynsec_answer dynsec_parse_answer(const void *payload, size_t len, const char *corr_prefix,
+                                       size_t ncmds, json_t **responses)
+{
+    json_t *doc = json_loadb(payload, len, 0, NULL);
+    json_t *resp = json_object_get(doc, "responses");
+    const char *first = json_string_value(
+        json_object_get(json_array_get(resp, 0), "correlationData"));
+    size_t plen = strlen(corr_prefix);
+    enum dynsec_answer a = DYNSEC_OURS;
+
+    *responses = NULL;
+    if (!json_is_array(resp) || first == NULL || plen == 0 || strncmp(first, corr_prefix, plen) != 0) {
+        json_decref(doc);
+        return DYNSEC_NOT_OURS;
+    }
+    if (json_array_size(resp) != ncmds)
+        a = DYNSEC_MALFORMED;
+    for (size_t i = 0; a == DYNSEC_OURS && i < ncmds; i++) {
+        const json_t *e = json_array_get(resp, i);
+        const char *got = json_string_value(json_object_get(e, "correlationData"));
+        char want[64];
+
+        snprintf(want, sizeof(want), "%s%zu", corr_prefix, i);
+        if (!json_is_object(e) || got == NULL || strcmp(got, want) != 0)
+            a = DYNSEC_MALFORMED;
+    }
+    if (a == DYNSEC_OURS)
+        *responses = json_incref(resp);
+    json_decref(doc);
+    return a;
+}
+
 static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg,
                        const mosquitto_property *props)
 {
     struct mq_conn *c = arg;
-    json_t *doc, *resp;
-    const char *corr;
+    json_t *resp;
 
     (void)m;
     (void)props;
-    if (c->answer != NULL || c->corr[0] == '\0' || strcmp(msg->topic, RESPONSE_TOPIC) != 0)
+    if (c->answer != NULL || c->malformed || c->corr[0] == '\0' ||
+        strcmp(msg->topic, RESPONSE_TOPIC) != 0 || msg->payloadlen < 0)
         return;
-    doc = json_loadb(msg->payload, (size_t)msg->payloadlen, 0, NULL);
-    resp = json_object_get(doc, "responses");
-    corr = json_string_value(json_object_get(json_array_get(resp, 0), "correlationData"));
-    if (json_is_array(resp) && corr != NULL && strncmp(corr, c->corr, strlen(c->corr)) == 0)
-        c->answer = json_incref(resp);
-    json_decref(doc);
+    switch (dynsec_parse_answer(msg->payload, (size_t)msg->payloadlen, c->corr, c->ncmds, &resp)) {
+    case DYNSEC_OURS: c->answer = resp; break;
+    case DYNSEC_MALFORMED: c->malformed = true; break;
+    case DYNSEC_NOT_OURS: break;
+    }
 }
 
 static int verify_cb(int ok, X509_STORE_CTX *store)
@@ -594,7 +628,7 @@ static bool reached(const struct mq_conn *c, enum wait_for w)
     case W_CONNACK: return c->connack == 0;
     case W_SUBACK: return c->sub_rc >= 0;
     case W_PUBACK: return c->pub_rc >= 0;
-    case W_ANSWER: return c->answer != NULL;
+    case W_ANSWER: return c->answer != NULL || c->malformed;
     }
     return false;
 }
@@ -768,6 +802,7 @@ static void conn_put(struct mq_hub *h, struct mq_conn *c)
     if (!c->broken && mosquitto_socket(c->m) >= 0) {
         json_decref(c->answer);
         c->answer = NULL;
+        c->malformed = false;
         c->corr[0] = '\0';
         c->idle_since = now_ms();
         pthread_mutex_lock(&h->lock);
@@ -840,22 +875,17 @@ static int dynsec(struct mq_conn *c, json_t *cmds, const char *password, json_t 
     }
     json_decref(c->answer);
     c->answer = NULL;
+    c->malformed = false;
+    c->ncmds = json_array_size(cmds);
     r = conn_publish(c, CONTROL_TOPIC, text, 0, false, err, errlen);
     prov_freezero(text, strlen(text));
     if (r == 0)
         r = wait_for(c, W_ANSWER, "dynsec response (may the user publish to " CONTROL_TOPIC "?)",
                      err, errlen);
-    for (i = 0; r == 0 && i < json_array_size(cmds); i++) {
-        const char *got =
-            json_string_value(json_object_get(json_array_get(c->answer, i), "correlationData"));
-
-        snprintf(corr, sizeof(corr), "%s%zu", c->corr, i);
-        if (json_array_size(c->answer) != json_array_size(cmds) || got == NULL ||
-            strcmp(got, corr) != 0)
-            r = fail(err, errlen, PROV_EPROTO, "broker %s: malformed dynsec response",
-                     c->hub->where);
-    }
+    if (r == 0 && c->malformed)
+        r = fail(err, errlen, PROV_EPROTO, "broker %s: malformed dynsec response", c->hub->where);
     c->corr[0] = '\0';
+    c->malformed = false;
     if (r == 0) {
         *out = c->answer;
         c->answer = NULL;
