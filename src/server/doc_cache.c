@@ -52,7 +52,8 @@ static struct doc_cache *this_cache(void)
     if (!cache_key_ok)
         return NULL;
     c = pthread_getspecific(cache_key);
-    if (c == NULL && (c = calloc(1, sizeof(*c))) != NULL && pthread_setspecific(cache_key, c) != 0) {
+    if (c == NULL && (c = calloc(1, sizeof(*c))) != NULL &&
+        pthread_setspecific(cache_key, c) != 0) {
         free(c);
         c = NULL;
     }

@@ -382,7 +382,7 @@ static void on_publish(struct mosquitto *m, void *arg, int mid, int rc,
         c->pub_rc = rc;
 }
 
-/* Keeps the response whose first correlationData carries our prefix. */
+/* hub_mosquitto.h */
 enum dynsec_answer dynsec_parse_answer(const void *payload, size_t len, const char *corr_prefix,
                                        size_t ncmds, json_t **responses)
 {
@@ -394,7 +394,8 @@ enum dynsec_answer dynsec_parse_answer(const void *payload, size_t len, const ch
     enum dynsec_answer a = DYNSEC_OURS;
 
     *responses = NULL;
-    if (!json_is_array(resp) || first == NULL || plen == 0 || strncmp(first, corr_prefix, plen) != 0) {
+    if (!json_is_array(resp) || first == NULL || plen == 0 ||
+        strncmp(first, corr_prefix, plen) != 0) {
         json_decref(doc);
         return DYNSEC_NOT_OURS;
     }
@@ -415,6 +416,7 @@ enum dynsec_answer dynsec_parse_answer(const void *payload, size_t len, const ch
     return a;
 }
 
+/* Keeps the answer to the request in flight, or notes that it is unusable. */
 static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg,
                        const mosquitto_property *props)
 {

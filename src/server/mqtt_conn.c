@@ -504,7 +504,8 @@ static int answer_poll(struct mqtt_conn *mc, const struct mqtt_dps_topic *t, con
 /* The held poll's registration is committed (or the hold ran out): answer, read on. */
 static void poll_release(struct held *h, bool final)
 {
-    struct mqtt_conn *mc = (struct mqtt_conn *)(void *)((char *)h - offsetof(struct mqtt_conn, hold));
+    struct mqtt_conn *mc =
+        (struct mqtt_conn *)(void *)((char *)h - offsetof(struct mqtt_conn, hold));
     struct held_poll *hp = mc->poll;
     struct mqtt_dps_topic t = {.op = MQTT_DPS_POLL, .rid = hp->rid, .rid_len = hp->rid_len};
 

@@ -259,7 +259,8 @@ static void serve(struct http_conn *hc)
 /* Answers the held request (final: as it stands), then goes on with the input. */
 static void http_release(struct held *h, bool final)
 {
-    struct http_conn *hc = (struct http_conn *)(void *)((char *)h - offsetof(struct http_conn, hold));
+    struct http_conn *hc =
+        (struct http_conn *)(void *)((char *)h - offsetof(struct http_conn, hold));
     int r = http_parser_state_resume(hc->ps, bufferevent_get_output(hc->bev), final);
 
     if (r == HTTP_FEED_HELD) {

@@ -150,7 +150,8 @@ static const char *const stmt_sql[S_COUNT] = {
                         " AND e.kind = t.kind AND e.id_key = t.id_key"
                         " WHERE t.scope = ?1 AND t.kind = ?2 AND t.thumbprint = upper(?3)",
     /* another entity of the same scope and kind holding one of this one's thumbprints */
-    [S_ENR_X509_CLASH] = "SELECT other.id_key FROM x509_thumbprints mine JOIN x509_thumbprints other"
+    [S_ENR_X509_CLASH] = "SELECT other.id_key FROM x509_thumbprints mine"
+                         " JOIN x509_thumbprints other"
                          " ON other.scope = mine.scope AND other.kind = mine.kind"
                          " AND other.thumbprint = mine.thumbprint AND other.id_key != mine.id_key"
                          " WHERE mine.scope = ?1 AND mine.kind = ?2 AND mine.id_key = ?3 LIMIT 1",
