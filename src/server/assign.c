@@ -480,7 +480,7 @@ int assign_commit(struct store *st, struct committer *cm, bool wait, const struc
 
 /* ---- connectors ---------------------------------------------------------- */
 
-static const struct hub_connector_ops *connector_for(const char *url)
+const struct hub_connector_ops *hub_connector_for(const char *url)
 {
     if (strncmp(url, "mosquitto://", 12) == 0 || strncmp(url, "mosquittos://", 13) == 0)
         return &hub_mosquitto_ops;
@@ -497,7 +497,7 @@ int hub_open_all(struct config *cfg, char *err, size_t errlen)
 
         if (h->url[0] == '\0')
             continue;
-        h->ops = connector_for(h->url);
+        h->ops = hub_connector_for(h->url);
         if (h->ops == NULL || h->ops->open(h->url, &h->state, why, sizeof(why)) != 0) {
             h->ops = NULL;
             snprintf(err, errlen, "--hub %s: %s", h->hostname, why[0] ? why : "unknown connector");

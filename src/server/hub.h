@@ -67,5 +67,7 @@ struct hub_connector_ops {
 
 extern const struct hub_connector_ops hub_mosquitto_ops; /* mosquitto://, mosquittos:// */
 extern const struct hub_connector_ops hub_webhook_ops;   /* https://, http:// */
+/* The connector a URL names by its scheme (one of the above), or NULL. */
+const struct hub_connector_ops *hub_connector_for(const char *url);
 
 #endif

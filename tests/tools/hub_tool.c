@@ -61,15 +61,6 @@ static int usage(void)
     return 2;
 }
 
-static const struct hub_connector_ops *connector_for(const char *url)
-{
-    if (strncmp(url, "mosquitto://", 12) == 0 || strncmp(url, "mosquittos://", 13) == 0)
-        return &hub_mosquitto_ops;
-    if (strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0)
-        return &hub_webhook_ops;
-    return NULL;
-}
-
 static double now_ms(void)
 {
     struct timespec ts;
@@ -233,7 +224,7 @@ int main(int argc, char **argv)
     if (level != NULL && log_parse_level(level, &lv) != 0)
         return usage();
     log_set_level(lv);
-    if ((ops = connector_for(argv[1])) == NULL) {
+    if ((ops = hub_connector_for(argv[1])) == NULL) {
         fprintf(stderr, "hub_tool: no connector for this URL scheme\n");
         return 1;
     }
