@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include <http_parser.h>
@@ -134,6 +135,15 @@ struct bench_creds {
     struct tpm_dev **tpm;   /* [count], by device index */
     unsigned long count;
 };
+
+/*
+ * A credentials file written whole or not at all (bench_creds.c): open writes
+ * PATH.tmp (mode 0600, its name in tmp); close renames it to path when ok and
+ * every write went through, else removes it. err says why on failure.
+ */
+FILE *creds_file_open(const char *path, char *tmp, size_t tmplen, char *err, size_t errlen);
+int creds_file_close(FILE *f, bool ok, const char *tmp, const char *path, const char *what,
+                     char *err, size_t errlen);
 
 /* TPM devices (bench_tpm.c): their EK/SRK keys from --tpm-keys (made when missing). */
 int tpm_creds_init(struct bench_creds *c, const struct bench_opts *o, char *err, size_t errlen);

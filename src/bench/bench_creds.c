@@ -276,32 +276,46 @@ out:
     return rc;
 }
 
-int creds_save_x509(const struct bench_creds *c, const char *path, char *err, size_t errlen)
+FILE *creds_file_open(const char *path, char *tmp, size_t tmplen, char *err, size_t errlen)
 {
-    char tmp[4096];
     int fd;
-    FILE *f;
-    bool ok;
+    FILE *f = NULL;
 
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    snprintf(tmp, tmplen, "%s.tmp", path);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
         snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
         if (fd >= 0)
             close(fd);
-        return -1;
     }
-    ok = PEM_write_X509(f, c->intermediate) == 1;
-    for (unsigned long i = 0; ok && i < c->count; i++)
-        ok = PEM_write_X509(f, c->x509[i].leaf) == 1 &&
-             PEM_write_PrivateKey(f, c->x509[i].key, NULL, NULL, 0, NULL, NULL) == 1;
+    return f;
+}
+
+int creds_file_close(FILE *f, bool ok, const char *tmp, const char *path, const char *what,
+                     char *err, size_t errlen)
+{
     ok = fclose(f) == 0 && ok;
     if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: cannot write the credentials", path);
+        snprintf(err, errlen, "%s: cannot write the %s", path, what);
         unlink(tmp);
         return -1;
     }
     return 0;
+}
+
+int creds_save_x509(const struct bench_creds *c, const char *path, char *err, size_t errlen)
+{
+    char tmp[4096];
+    FILE *f = creds_file_open(path, tmp, sizeof(tmp), err, errlen);
+    bool ok;
+
+    if (f == NULL)
+        return -1;
+    ok = PEM_write_X509(f, c->intermediate) == 1;
+    for (unsigned long i = 0; ok && i < c->count; i++)
+        ok = PEM_write_X509(f, c->x509[i].leaf) == 1 &&
+             PEM_write_PrivateKey(f, c->x509[i].key, NULL, NULL, 0, NULL, NULL) == 1;
+    return creds_file_close(f, ok, tmp, path, "credentials", err, errlen);
 }
 
 static int init_x509(struct bench_creds *c, const struct bench_opts *o, char *err, size_t errlen)

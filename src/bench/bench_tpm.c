@@ -11,12 +11,9 @@
  * elements but not imported (two more RSA decryptions per device, client-side
  * work that would only slow the load generator down).
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -128,28 +125,15 @@ static int dev_publics(struct tpm_dev *t)
 static int save_keys(struct bench_creds *c, const char *path, char *err, size_t errlen)
 {
     char tmp[4096];
-    int fd;
-    FILE *f;
+    FILE *f = creds_file_open(path, tmp, sizeof(tmp), err, errlen);
     bool ok = true;
 
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+    if (f == NULL)
         return -1;
-    }
     for (unsigned long i = 0; ok && i < c->count; i++)
         ok = PEM_write_PrivateKey(f, c->tpm[i]->ek, NULL, NULL, 0, NULL, NULL) == 1 &&
              PEM_write_PrivateKey(f, c->tpm[i]->srk, NULL, NULL, 0, NULL, NULL) == 1;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: cannot write the TPM keys", path);
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    return creds_file_close(f, ok, tmp, path, "TPM keys", err, errlen);
 }
 
 int tpm_creds_init(struct bench_creds *c, const struct bench_opts *o, char *err, size_t errlen)
