@@ -28,9 +28,9 @@ if ! command -v swtpm >/dev/null 2>&1; then
 fi
 
 T=$(mktemp -d /tmp/provd-st-t401-XXXXXX)
+. "$(dirname "$0")/lib/swtpm.sh" # start_tpm, SWTPM_PIDS
 n=0
 failed=0
-SWTPM_PIDS=()
 
 cleanup()
 {
@@ -62,59 +62,6 @@ tap()
             while IFS= read -r l; do printf '# %s\n' "$l"; done <<<"$line"
         done
     fi
-}
-
-# Two consecutive free TCP ports on $IP (swtpm's server and control ports).
-free_port_pair()
-{
-    python3 - "$IP" <<'EOF'
-import socket, sys
-for _ in range(50):
-    a = socket.socket()
-    a.bind((sys.argv[1], 0))
-    p = a.getsockname()[1]
-    b = socket.socket()
-    try:
-        b.bind((sys.argv[1], p + 1))
-    except OSError:
-        continue
-    finally:
-        a.close()
-        b.close()
-    print(p)
-    break
-EOF
-}
-
-# start_tpm NAME: a fresh swtpm (new state dir = new endorsement seed); sets PORT_NAME.
-start_tpm()
-{
-    local name=$1 port pid _ try
-    mkdir -p "$T/$name"
-    for try in 1 2 3; do
-        port=$(free_port_pair)
-        [ -n "$port" ] || continue
-        swtpm socket --tpm2 --tpmstate dir="$T/$name" \
-            --server type=tcp,port="$port",bindaddr=$IP \
-            --ctrl type=tcp,port=$((port + 1)),bindaddr=$IP \
-            --flags not-need-init,startup-clear --log file="$T/$name.log" \
-            >"$T/$name.out" 2>&1 &
-        pid=$!
-        for _ in $(seq 1 50); do
-            if TPM2TOOLS_TCTI="swtpm:host=$IP,port=$port" tpm2_getcap properties-fixed \
-                >/dev/null 2>&1; then
-                SWTPM_PIDS+=("$pid")
-                printf -v "PORT_$name" '%s' "$port"
-                return 0
-            fi
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-        echo "swtpm $name on $IP:$port (try $try): $(cat "$T/$name.out")" >>"$T/start.err"
-    done
-    return 1
 }
 
 # tcti NAME: points tpm2-tools at TPM NAME
@@ -262,7 +209,7 @@ fi
 if start_tpm A && start_tpm B; then
     tap 0 "swtpm A and B start on $IP"
 else
-    tap 1 "swtpm A and B start on $IP" "$(cat "$T/start.err" 2>/dev/null)"
+    tap 1 "swtpm A and B start on $IP" "$(cat "$T/swtpm.err" 2>/dev/null)"
     exit 1
 fi
 

@@ -22,6 +22,7 @@
 # swtpm listens on this file's address, on ports the kernel picks.
 . "$(dirname "$0")/lib/lib.sh"
 lib_init 127.0.0.42 t402
+. "$(dirname "$0")/lib/swtpm.sh" # start_tpm, SWTPM_PIDS
 
 if ! command -v swtpm >/dev/null 2>&1; then
     echo "1..0 # SKIP swtpm is not installed (scripts/install-deps.sh installs it)"
@@ -32,7 +33,6 @@ PROVDEV=$PROVD_BUILD_DIR/src/cli/prov-device
 DEVTOOL=$PROVD_BUILD_DIR/tests/tools/tpm_device_tool
 BLOBTOOL=$PROVD_BUILD_DIR/tests/tools/tpm_blob_tool
 HUB3=hub3.example.test
-SWTPM_PIDS=()
 WEBHOOK_PID=
 A_ID=
 B_ID=
@@ -65,58 +65,6 @@ t402_exit()
 trap t402_exit EXIT
 
 # ---- swtpm ---------------------------------------------------------------------------
-
-# Two consecutive free TCP ports on $IP (swtpm's server and control ports).
-free_port_pair()
-{
-    "$PY" - "$IP" <<'EOF'
-import socket, sys
-for _ in range(50):
-    a = socket.socket()
-    a.bind((sys.argv[1], 0))
-    p = a.getsockname()[1]
-    b = socket.socket()
-    try:
-        b.bind((sys.argv[1], p + 1))
-    except OSError:
-        continue
-    finally:
-        a.close()
-        b.close()
-    print(p)
-    break
-EOF
-}
-
-# start_tpm NAME: a fresh swtpm (new state = new endorsement seed); sets TCTI_NAME.
-start_tpm()
-{
-    local name=$1 port pid try
-    mkdir -p "$T/$name"
-    for try in 1 2 3; do
-        port=$(free_port_pair)
-        [ -n "$port" ] || continue
-        swtpm socket --tpm2 --tpmstate dir="$T/$name" \
-            --server type=tcp,port="$port",bindaddr="$IP" \
-            --ctrl type=tcp,port=$((port + 1)),bindaddr="$IP" \
-            --flags not-need-init,startup-clear --log file="$T/$name.log" \
-            >"$T/$name.out" 2>&1 &
-        pid=$!
-        for _ in $(seq 1 50); do
-            if (exec 3<>"/dev/tcp/$IP/$port") 2>/dev/null; then
-                SWTPM_PIDS+=("$pid")
-                printf -v "TCTI_$name" 'swtpm:host=%s,port=%s' "$IP" "$port"
-                return 0
-            fi
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-        echo "swtpm $name on $IP:$port (try $try): $(cat "$T/$name.out")" >>"$T/swtpm.err"
-    done
-    return 1
-}
 
 # manufacture_tpm NAME: swtpm state for TPM NAME with an RSA EK certificate at NV
 # 0x01c00002, issued by a test CA of its own (swtpm_setup + swtpm_localca in $T/NAME.ca:
