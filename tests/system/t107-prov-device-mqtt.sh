@@ -31,18 +31,6 @@ expect_rc()
             "stderr: $(head -c 600 "$T/err")"
 }
 
-# out_get PATH: a field of prov-device's --json output.
-out_get()
-{
-    "$PY" -I -S -c '
-import json, sys
-v = json.load(open(sys.argv[1], encoding="utf-8"))
-for k in sys.argv[2].split("."):
-    v = v.get(k) if isinstance(v, dict) else None
-sys.stdout.write("" if v is None else v if isinstance(v, str) else json.dumps(v))
-' "$T/out" "$1"
-}
-
 # record_assigned REGID: the service API has an assigned registration record for REGID.
 record_assigned()
 {

@@ -99,18 +99,6 @@ expect_rc()
             "stderr: $(head -c 1500 "$T/err")"
 }
 
-# out_get PATH: a field of a JSON output file ($T/out unless a second argument names one).
-out_get()
-{
-    "$PY" -I -S -c '
-import json, sys
-v = json.load(open(sys.argv[1], encoding="utf-8"))
-for k in sys.argv[2].split("."):
-    v = v.get(k) if isinstance(v, dict) else None
-sys.stdout.write("" if v is None else v if isinstance(v, str) else json.dumps(v))
-' "${2:-$T/out}" "$1"
-}
-
 hexfile()
 {
     od -An -tx1 -v "$1" | tr -d ' \n'

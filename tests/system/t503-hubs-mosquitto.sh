@@ -82,17 +82,6 @@ dev()
     [ "$DEV_RC" = 0 ] || fail "prov-device exit $DEV_RC: $(head -c 400 "$T/err")"
 }
 
-out_get()
-{
-    "$PY" -I -S -c '
-import json, sys
-v = json.load(open(sys.argv[1], encoding="utf-8"))
-for k in sys.argv[2].split("."):
-    v = v.get(k) if isinstance(v, dict) else None
-sys.stdout.write("" if v is None else v if isinstance(v, str) else json.dumps(v))
-' "$T/out" "$1"
-}
-
 # sdk REGID KEY TRANSPORT: the Azure SDK registers; the result JSON in $T/out
 sdk()
 {

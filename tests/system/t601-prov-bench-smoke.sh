@@ -28,18 +28,6 @@ bench()
         --concurrency 4 --timeout 10 "$@" >"$T/out" 2>"$T/err" || BENCH_RC=$?
 }
 
-# out_get KEY: a field of the JSON line (objects as JSON).
-out_get()
-{
-    "$PY" -I -S -c '
-import json, sys
-v = json.loads(open(sys.argv[1], encoding="utf-8").read().strip().splitlines()[-1])
-for k in sys.argv[2].split("."):
-    v = v.get(k) if isinstance(v, dict) else None
-sys.stdout.write("" if v is None else v if isinstance(v, str) else json.dumps(v))
-' "$T/out" "$1" 2>/dev/null
-}
-
 # expect_clean: exit 0, devices assigned, no error, every device on its own
 # full TLS handshake.
 expect_clean()

@@ -382,6 +382,24 @@ sys.stdout.write(v if isinstance(v, str) else json.dumps(v))
 ' "$T/body" "$1"
 }
 
+# out_get PATH [FILE]: a field of the JSON a CLI printed into FILE (default $T/out:
+# prov-device --json, prov-bench --json; the last line when there are several);
+# strings raw, anything else as JSON, nothing when absent or not JSON.
+out_get()
+{
+    "$PY" -I -S -c '
+import json, sys
+text = open(sys.argv[1], encoding="utf-8").read().strip()
+try:
+    v = json.loads(text)
+except ValueError:
+    v = json.loads(text.splitlines()[-1])
+for k in sys.argv[2].split("."):
+    v = v.get(k) if isinstance(v, dict) else None
+sys.stdout.write("" if v is None else v if isinstance(v, str) else json.dumps(v))
+' "${2:-$T/out}" "$1" 2>/dev/null
+}
+
 # check_error_body STATUS [json-only]: the body is a DPS error document for STATUS,
 # sent as JSON (json-only: no Content-Type to check, e.g. an MQTT payload).
 check_error_body()
